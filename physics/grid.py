@@ -8,11 +8,13 @@ the UPS carries the bus.
 Power quality, online inside ``step``:
 
 * the largest ramp ``|dP_grid/dt|`` between substeps (W/s);
-* the share of power variation in the 0.1-20 Hz band: the energy of a
-  first-order high-pass (corner ``band_low_hz``) of ``P_grid`` over the
-  variance of ``P_grid`` about its run mean. Frequencies above the substep's
-  Nyquist rate (5 Hz at 0.1 s) are not resolved, so the upper band edge is
-  ``min(20 Hz, Nyquist)``.
+* the share of the grid draw's spectral energy in the 0.1-20 Hz band: the
+  energy of a first-order high-pass (corner ``band_low_hz``) of ``P_grid`` over
+  the total energy of ``P_grid`` (its mean square, DC included, as in the
+  criterion "<= 20 % of spectral energy in the band", PHYSICS.md). A flat draw
+  scores 0; a square wave between 0 and P scores 0.5. Also the in-band RMS (W).
+  Frequencies above the substep's Nyquist rate (5 Hz at 0.1 s) are not
+  resolved, so the upper band edge is ``min(20 Hz, Nyquist)``.
 
 Demand: the mean draw of each clock-aligned ``demand_window_s`` block (15 min);
 the demand charge applies to the largest block mean, prorated by run length
@@ -25,7 +27,7 @@ import jax.numpy as jnp
 
 from ._pytree import param, pytree_dataclass, replace
 
-__all__ = ["GridParams", "GridState", "init_grid", "update_quality", "band_share",
+__all__ = ["GridParams", "GridState", "init_grid", "update_quality", "band_share", "band_rms_w",
            "peak_demand_w"]
 
 
@@ -61,10 +63,8 @@ class GridState:
     p_prev_w: jnp.ndarray  # grid draw at the previous substep
     hp_w: jnp.ndarray  # high-pass filter output
     started: jnp.ndarray  # 0 before the first substep
-    p_ref_w: jnp.ndarray  # reference for the variance sums (first draw)
     band_w2s: jnp.ndarray  # integral of hp^2 dt
-    dev_ws: jnp.ndarray  # integral of (P - p_ref) dt
-    dev2_w2s: jnp.ndarray  # integral of (P - p_ref)^2 dt
+    total_w2s: jnp.ndarray  # integral of P^2 dt
     time_s: jnp.ndarray  # integral of dt
     ramp_max_w_per_s: jnp.ndarray
     block_j: jnp.ndarray  # energy in the current demand block
@@ -76,18 +76,16 @@ class GridState:
 
 def init_grid() -> GridState:
     z = jnp.zeros((), dtype=jnp.result_type(float))
-    return GridState(z, z, z, z, z, z, z, z, z, z, z, z, z, z)
+    return GridState(z, z, z, z, z, z, z, z, z, z, z, z)
 
 
 def update_quality(gp: GridParams, gs: GridState, p_grid_w, h_s) -> GridState:
     """Fold one substep's grid draw into the power-quality and demand accumulators."""
     first = gs.started < 0.5
     p_prev = jnp.where(first, p_grid_w, gs.p_prev_w)
-    p_ref = jnp.where(first, p_grid_w, gs.p_ref_w)
     tau = 1.0 / (2.0 * jnp.pi * gp.band_low_hz)
     a = tau / (tau + h_s)
     hp = a * (gs.hp_w + p_grid_w - p_prev)
-    dev = p_grid_w - p_ref
     ramp = jnp.abs(p_grid_w - p_prev) / h_s
     block_s = gs.block_s + h_s
     block_j = gs.block_j + p_grid_w * h_s
@@ -98,10 +96,8 @@ def update_quality(gp: GridParams, gs: GridState, p_grid_w, h_s) -> GridState:
         p_prev_w=p_grid_w,
         hp_w=hp,
         started=jnp.ones_like(gs.started),
-        p_ref_w=p_ref,
         band_w2s=gs.band_w2s + hp * hp * h_s,
-        dev_ws=gs.dev_ws + dev * h_s,
-        dev2_w2s=gs.dev2_w2s + dev * dev * h_s,
+        total_w2s=gs.total_w2s + p_grid_w * p_grid_w * h_s,
         time_s=gs.time_s + h_s,
         ramp_max_w_per_s=jnp.maximum(gs.ramp_max_w_per_s, ramp),
         block_j=jnp.where(full, 0.0, block_j),
@@ -111,11 +107,14 @@ def update_quality(gp: GridParams, gs: GridState, p_grid_w, h_s) -> GridState:
 
 
 def band_share(gs: GridState):
-    """Share of the grid draw's variance in the sensitive band (0 for a flat draw)."""
-    t = jnp.maximum(gs.time_s, 1e-12)
-    var = gs.dev2_w2s / t - (gs.dev_ws / t) ** 2
-    share = gs.band_w2s / t / jnp.maximum(var, 1e-12)
-    return jnp.where(var > 1e-9, jnp.clip(share, 0.0, 1.0), 0.0)
+    """Share of the grid draw's spectral energy (DC included) in the sensitive band."""
+    return jnp.where(gs.total_w2s > 0, jnp.clip(gs.band_w2s / jnp.maximum(gs.total_w2s, 1e-30),
+                                                0.0, 1.0), 0.0)
+
+
+def band_rms_w(gs: GridState):
+    """RMS of the grid draw's in-band (high-passed) component, W."""
+    return jnp.sqrt(gs.band_w2s / jnp.maximum(gs.time_s, 1e-12))
 
 
 def peak_demand_w(gs: GridState):

@@ -34,6 +34,8 @@ SERIES_STATE = {
     "t_fw_c": "facility water temperature, degC",
     "t_junction_mean_c": "mean junction temperature over racks, degC",
     "uc_soc": "mean ultracapacitor state of charge, 1",
+    "uc_soc_min": "lowest rack ultracapacitor state of charge, 1",
+    "uc_soc_max": "highest rack ultracapacitor state of charge, 1",
     "ups_soc": "UPS state of charge, 1",
     "ln2_tank_kg": "LN2 in the tank, kg",
     "o2_frac": "room oxygen fraction, 1",
@@ -46,12 +48,15 @@ SERIES_STATE = {
 
 
 def _snapshot(p: Params, s: State, exo) -> dict:
+    soc = s.uc_e_j / jnp.maximum(p.ultracap.e_max_j, 1e-9)
     return {
         "t_s": s.t_s,
         "t_supply_c": s.t_supply_c,
         "t_fw_c": s.t_fw_c,
         "t_junction_mean_c": jnp.mean(s.t_junction_c),
-        "uc_soc": jnp.mean(s.uc_e_j / jnp.maximum(p.ultracap.e_max_j, 1e-9)),
+        "uc_soc": jnp.mean(soc),
+        "uc_soc_min": jnp.min(soc),
+        "uc_soc_max": jnp.max(soc),
         "ups_soc": s.ups.e_j / p.ups.e_max_j,
         "ln2_tank_kg": s.ln2.tank_kg,
         "o2_frac": s.ln2.o2_frac,
@@ -173,8 +178,10 @@ KPI_DOC: dict[str, str] = {
     "ramp_max_w_per_s": "largest grid ramp between substeps, W/s",
     "ramp_violation_s": "time with the grid ramp above the limit, s",
     "contract_excess_kwh": "energy above the contract limit, kWh",
-    "band_share": "share of grid-power variance in 0.1-20 Hz (online high-pass), 1",
-    "band_share_fft": "same share from an FFT of the substep series, 1",
+    "band_share": "share of the grid draw's spectral energy (DC included) in 0.1-20 Hz, "
+                  "online first-order high-pass, 1",
+    "band_share_fft": "same share from an FFT of the substep series (sharp band edges), 1",
+    "band_rms_w": "RMS of the grid draw's in-band component, W",
     "work_done_rack_s": "work at nominal pace, rack-s",
     "work_lost_frac": "share of scheduled work not done, 1",
     "ups_life_used": "UPS life used (cycle + calendar), 1 = end of life",
@@ -199,17 +206,22 @@ KPI_DOC: dict[str, str] = {
 
 
 def band_share_fft(p_w: np.ndarray, h_s: float, lo_hz=0.1, hi_hz=20.0) -> float:
-    """Share of the variance of a uniformly sampled power series in [lo, hi] Hz."""
+    """Share of a uniformly sampled power series' spectral energy (DC included) in
+    [lo, hi] Hz, by FFT (one-sided spectrum, Parseval-weighted)."""
     x = np.asarray(p_w, dtype=np.float64)
     if x.size < 4:
         return 0.0
-    spec = np.abs(np.fft.rfft(x - x.mean())) ** 2
+    spec = np.abs(np.fft.rfft(x)) ** 2
+    weight = np.full(spec.size, 2.0)
+    weight[0] = 1.0
+    if x.size % 2 == 0:
+        weight[-1] = 1.0
+    spec = spec * weight
     freq = np.fft.rfftfreq(x.size, d=h_s)
-    total = spec[1:].sum()
-    if total <= 1e-12 * max(1.0, float(np.mean(x * x)) * x.size):
+    total = spec.sum()
+    if total <= 0:
         return 0.0
-    band = spec[(freq >= lo_hz) & (freq <= hi_hz)].sum()
-    return float(band / total)
+    return float(spec[(freq >= lo_hz) & (freq <= hi_hz)].sum() / total)
 
 
 def compute_kpis(p: Params, s0: State, s1: State, series: dict) -> dict[str, float]:
@@ -255,6 +267,7 @@ def compute_kpis(p: Params, s0: State, s1: State, series: dict) -> dict[str, flo
         "contract_excess_kwh": tot["e_contract_excess_j"] / J_PER_KWH,
         "band_share": float(_grid.band_share(s1.grid)),
         "band_share_fft": band_share_fft(fine, float(p.h_s)),
+        "band_rms_w": float(_grid.band_rms_w(s1.grid)),
         "work_done_rack_s": tot["work_rack_s"],
         "work_lost_frac": 1.0 - tot["work_rack_s"] / max(tot["work_nominal_rack_s"], 1e-12)
         if tot["work_nominal_rack_s"] > 0 else 0.0,
