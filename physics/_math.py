@@ -47,3 +47,21 @@ def softplus_k(x: jnp.ndarray, k) -> jnp.ndarray:
 def safe_pow(base: jnp.ndarray, exponent, floor: float = 1e-12) -> jnp.ndarray:
     """``max(base, floor) ** exponent`` with a finite gradient at 0."""
     return jnp.maximum(base, floor) ** exponent
+
+
+def share_above(t0, t1, t_eq, tau_s, threshold, h_s):
+    """Share of a substep during which an exponential trajectory is above ``threshold``.
+
+    The node moves from ``t0`` toward ``t_eq`` with time constant ``tau_s`` and
+    reaches ``t1`` after ``h_s``; a crossing happens at
+    ``t* = tau ln((t0 - t_eq) / (threshold - t_eq))``.
+    """
+    lo = jnp.minimum(t0, t1)
+    hi = jnp.maximum(t0, t1)
+    crossing = (lo < threshold) & (hi > threshold)
+    num = jnp.where(crossing, t0 - t_eq, 1.0)
+    den = jnp.where(crossing, threshold - t_eq, 1.0)
+    t_star = tau_s * jnp.log(jnp.maximum(num / den, 1.0))
+    frac = jnp.clip(t_star / h_s, 0.0, 1.0)
+    share = jnp.where(t1 > t0, 1.0 - frac, frac)
+    return jnp.where(crossing, share, (lo >= threshold).astype(t0.dtype))

@@ -17,12 +17,14 @@ name says rack):
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from ._math import safe_pow, softplus_k
 from ._pytree import param, pytree_dataclass
 
-__all__ = ["GpuParams", "throttle_factor", "clock_for_power", "demand_w", "smooth_power"]
+__all__ = ["GpuParams", "throttle_factor", "throttle_implicit", "clock_for_power", "demand_w",
+           "smooth_power"]
 
 
 @pytree_dataclass
@@ -68,6 +70,32 @@ def throttle_factor(gp: GpuParams, t_junction_c):
     """Relative clock allowed by the junction temperature: 1 below slowdown, 0.5 at hard."""
     x = (t_junction_c - gp.t_slowdown_c) / (gp.t_hard_slowdown_c - gp.t_slowdown_c)
     return jnp.maximum(1.0 - 0.5 * softplus_k(x, gp.throttle_sharpness), gp.f_min)
+
+
+def throttle_implicit(gp: GpuParams, t_j_c, u, t_drift_c, k_heat_c_per_w, iters: int = 4):
+    """Clock ``f`` consistent with the junction temperature over the substep.
+
+    Thermal throttling reacts within milliseconds, far faster than a substep, and
+    its loop gain is high (the clock halves over 2 K), so an explicit update
+    chatters. We solve ``f = throttle_factor(T(f))`` by Newton's method, where
+    ``T(f) = t_drift_c + k_heat_c_per_w * P(u, f)`` is the junction's mean
+    temperature over the substep on its exact path (linear in GPU power).
+    ``g(f) = f - f_th(T(f))`` is increasing, so the root is unique; iterations
+    are unrolled (differentiable).
+    """
+    span = gp.t_hard_slowdown_c - gp.t_slowdown_c
+    dyn = (gp.p_max_w - gp.p_idle_w) * u
+    f = jnp.clip(throttle_factor(gp, t_j_c), gp.f_min, 1.0)
+    for _ in range(iters):
+        t_end = t_drift_c + k_heat_c_per_w * (gp.p_idle_w + dyn * safe_pow(f, gp.gamma))
+        x = (t_end - gp.t_slowdown_c) / span
+        raw = 1.0 - 0.5 * softplus_k(x, gp.throttle_sharpness)
+        dfth_dt = jnp.where(raw > gp.f_min,
+                            -0.5 * jax.nn.sigmoid(gp.throttle_sharpness * x) / span, 0.0)
+        dt_df = k_heat_c_per_w * dyn * gp.gamma * safe_pow(f, gp.gamma - 1.0)
+        g = f - jnp.maximum(raw, gp.f_min)
+        f = jnp.clip(f - g / (1.0 - dfth_dt * dt_df), gp.f_min, 1.0)
+    return f
 
 
 def demand_w(gp: GpuParams, u, f):

@@ -27,7 +27,8 @@ import jax.numpy as jnp
 
 from ._pytree import param, pytree_dataclass, replace
 
-__all__ = ["GridParams", "GridState", "init_grid", "update_quality", "band_share", "band_rms_w",
+__all__ = ["GridParams", "GridState", "init_grid", "update_quality", "close_demand_block",
+           "band_share", "band_rms_w",
            "peak_demand_w"]
 
 
@@ -87,10 +88,6 @@ def update_quality(gp: GridParams, gs: GridState, p_grid_w, h_s) -> GridState:
     a = tau / (tau + h_s)
     hp = a * (gs.hp_w + p_grid_w - p_prev)
     ramp = jnp.abs(p_grid_w - p_prev) / h_s
-    block_s = gs.block_s + h_s
-    block_j = gs.block_j + p_grid_w * h_s
-    full = block_s >= gp.demand_window_s - 1e-6 * h_s
-    peak = jnp.where(full, jnp.maximum(gs.peak_block_w, block_j / block_s), gs.peak_block_w)
     return replace(
         gs,
         p_prev_w=p_grid_w,
@@ -100,10 +97,20 @@ def update_quality(gp: GridParams, gs: GridState, p_grid_w, h_s) -> GridState:
         total_w2s=gs.total_w2s + p_grid_w * p_grid_w * h_s,
         time_s=gs.time_s + h_s,
         ramp_max_w_per_s=jnp.maximum(gs.ramp_max_w_per_s, ramp),
-        block_j=jnp.where(full, 0.0, block_j),
-        block_s=jnp.where(full, 0.0, block_s),
-        peak_block_w=peak,
     )
+
+
+def close_demand_block(gp: GridParams, gs: GridState, e_grid_j, dt_s, n_steps) -> GridState:
+    """Add one control interval's grid energy to the demand block; close the block
+    every ``round(demand_window_s / dt_s)`` intervals (counted on the integer step
+    counter, so block edges do not drift with rounding)."""
+    per_block = jnp.maximum(jnp.round(gp.demand_window_s / dt_s), 1.0)
+    block_j = gs.block_j + e_grid_j
+    block_s = gs.block_s + dt_s
+    full = jnp.mod(n_steps, per_block) < 0.5
+    peak = jnp.where(full, jnp.maximum(gs.peak_block_w, block_j / block_s), gs.peak_block_w)
+    return replace(gs, block_j=jnp.where(full, 0.0, block_j),
+                   block_s=jnp.where(full, 0.0, block_s), peak_block_w=peak)
 
 
 def band_share(gs: GridState):

@@ -30,6 +30,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from . import _math
 from . import cdu as _cdu
 from . import coldplate as _cp
 from . import cryo as _cryo
@@ -273,28 +274,45 @@ def _substep(p: Params, a: Action, exo: Exogenous, prev_uc, prev_ups, s: State, 
     source_ok = jnp.maximum(exo.grid_up, gen_on)
     outage_s = jnp.where(exo.grid_up > 0.5, 0.0, outage_before + h)
 
-    # workload and clocks
+    # workload and clocks: compute and communication parts of the substep
     ws = s.work
-    u_job, _, running = _wl.job_phase_view(ws, p.workload, exo.job_on)
+    u_c_job, u_m_job, running = _wl.job_phase_view(ws, p.workload, exo.job_on)
     member = _wl.membership(ws)
     on = (s.trip_s <= 0.0).astype(f)
-    u = _wl.rack_view(ws, u_job) * on
-    f_rack = jnp.minimum(_gpu.throttle_factor(g, s.t_junction_c),
-                         _gpu.clock_for_power(g, u, a.gpu_cap_w))
     member_on = member & (on[None, :] > 0.5)
-    f_use = _wl.rack_view(ws, _wl.job_min(member_on, f_rack), fill=1.0)
-    f_use = jnp.minimum(f_use, f_rack)
-    p_need = _gpu.demand_w(g, u, f_use) * on
+    u_c = _wl.rack_view(ws, u_c_job) * on
+    u_m = _wl.rack_view(ws, u_m_job) * on
+    f_cap_c = _gpu.clock_for_power(g, u_c, a.gpu_cap_w)
+    f_cap_m = _gpu.clock_for_power(g, u_m, a.gpu_cap_w)
+    c_est = _wl.rack_view(ws, _wl.occupancy(ws, _wl.job_min(member_on, f_cap_c), h)[0])
+    # implicit throttle on the junction's mean temperature over the substep, which on
+    # its exact exponential path is phi T0 + (1 - phi) T_eq, linear in GPU power
+    flow, flow_ratio, p_pump = _cdu.pump(p.cdu, a.pump_speed, exo.pump_ok)
+    g_jc = 1.0 / _cp.resistance_k_per_w(cp, g.n_gpu, flow_ratio)
+    c_j = cp.c_gpu_j_per_k * g.n_gpu
+    phi = _math.phi1(h * g_jc / c_j)
+    t_drift = phi * s.t_junction_c + (1.0 - phi) * s.t_rack_c
+    k_heat = (1.0 - phi) * (1.0 - cp.air_frac) * g.n_gpu * exo.load_scale / g_jc
+    f_th = _gpu.throttle_implicit(g, s.t_junction_c, c_est * u_c + (1.0 - c_est) * u_m,
+                                  t_drift, k_heat)
+    f_c = jnp.minimum(f_th, f_cap_c)
+    f_c = jnp.minimum(f_c, _wl.rack_view(ws, _wl.job_min(member_on, f_c), fill=1.0))
+    f_m = jnp.minimum(f_th, f_cap_m)
+    c = _wl.rack_view(ws, _wl.occupancy(ws, _wl.job_min(member_on, f_c), h)[0])
+    p_need_c = _gpu.demand_w(g, u_c, f_c)
+    p_need_m = _gpu.demand_w(g, u_m, f_m)
+    p_need = (c * p_need_c + (1.0 - c) * p_need_m) * on
     floor_w = a.gpu_floor_frac * g.p_max_w
     p_gpu, waste = _gpu.smooth_power(g, s.p_gpu_w, p_need, a.gpu_cap_w, floor_w,
                                      a.ramp_up_w_per_s, a.ramp_down_w_per_s, on, h)
-    f_eff = jnp.minimum(f_use, _gpu.clock_for_power(g, u, p_gpu))
+    # a ramp-up limit below the need slows the compute part
+    p_c_avail = (p_gpu - (1.0 - c) * p_need_m) / jnp.maximum(c, 1e-6)
+    f_eff = jnp.where(c > 1e-6, jnp.minimum(f_c, _gpu.clock_for_power(g, u_c, p_c_avail)), f_c)
     f_job = _wl.job_min(member_on, f_eff)
     p_rack = (g.n_gpu * p_gpu + g.p_other_w * on) * exo.load_scale
     waste_w = jnp.sum(g.n_gpu * waste) * exo.load_scale
 
     # shed IT if the UPS cannot carry a gap
-    flow, flow_ratio, p_pump = _cdu.pump(p.cdu, a.pump_speed, exo.pump_ok)
     p_dis_lim, _ = _ups.limits(p.ups, s.ups, h)
     it_unit = jnp.sum(p_rack) * (1.0 / p.grid.eta_dist + cp.air_frac / cp.cop_air)
     pump_frac = jnp.where(source_ok > 0.5, 1.0,
@@ -348,7 +366,11 @@ def _substep(p: Params, a: Action, exo: Exogenous, prev_uc, prev_ups, s: State, 
     # trips, throttling
     hot = (t_j > g.t_shutdown_c) & (on > 0.5)
     trip_s = jnp.where(hot, g.trip_recovery_s, jnp.maximum(s.trip_s - h, 0.0))
-    throttled = jnp.sum(g.n_gpu * (s.t_junction_c > g.t_slowdown_c) * on) * h
+    # share of the substep above slowdown, on the junction's exact exponential path
+    p_j = (1.0 - cp.air_frac) * p_gpu_heat
+    above = _math.share_above(s.t_junction_c, t_j, s.t_rack_c + p_j / g_jc, c_j / g_jc,
+                              g.t_slowdown_c, h)
+    throttled = jnp.sum(g.n_gpu * above * on) * h
 
     # LN2 tank, deliveries, oxygen
     first = (k == 0).astype(f)
@@ -439,7 +461,8 @@ def step(p: Params, s: State, a: Action, exo: Exogenous):
     s2, outs = jax.lax.scan(body, s, ks)
     agg = {name: _AGG[how](outs[name]) for name, (how, _) in OUTPUTS.items()}
     agg["p_grid_sub_w"] = outs["p_grid_w"]
-    s2 = replace(s2, t_s=(s.n_steps + 1.0) * p.dt_s, n_steps=s.n_steps + 1.0,
-                 uc_target_prev_w=a.uc_target_w,
-                 grid=replace(s2.grid, p_ups_target_prev_w=a.ups_target_w))
+    n = s.n_steps + 1.0
+    gs = _grid.close_demand_block(p.grid, s2.grid, agg["e_grid_j"], p.dt_s, n)
+    s2 = replace(s2, t_s=n * p.dt_s, n_steps=n, uc_target_prev_w=a.uc_target_w,
+                 grid=replace(gs, p_ups_target_prev_w=a.ups_target_w))
     return s2, agg

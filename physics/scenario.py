@@ -351,6 +351,11 @@ def _build_jobs(jobs_cfg, p: _plant.Params):
         if values["period_s"][j] < 4 * h - 1e-12:
             raise _err(f"{path}.period_s", f"period {values['period_s'][j]} s is shorter than "
                                            f"4 substeps ({4 * h:g} s); raise plant.n_sub")
+        d, per = values["duty"][j], values["period_s"][j]
+        if d * per < h - 1e-12 or (d < 1.0 and (1.0 - d) * per < h - 1e-12):
+            raise _err(f"{path}.duty", f"duty {d} of a {per} s period leaves a phase shorter "
+                                       f"than one substep ({h:g} s); allowed: duty * period and "
+                                       f"(1 - duty) * period >= {h:g} s, or duty = 1")
     spec = _wl.JobSpec(**{k: v for k, v in values.items()})
     return _wl.init_workload(spec, rack_job, placed), starts, stops
 

@@ -29,6 +29,8 @@ __all__ = [
     "JobSpec",
     "init_workload",
     "job_phase_view",
+    "occupancy",
+    "rates",
     "membership",
     "rack_view",
     "job_min",
@@ -117,48 +119,74 @@ def job_min(member: jnp.ndarray, per_rack: jnp.ndarray, fill=1.0) -> jnp.ndarray
     return jnp.where(jnp.isfinite(m), m, fill)
 
 
-def _phase_flags(ws: WorkloadState):
-    """(in_compute, in_checkpoint) per job, from iteration position and elapsed time."""
+def _phase(ws: WorkloadState):
+    """(position in the iteration [0, 1), in-checkpoint flag) per job."""
     s = ws.spec
     pos = jnp.mod(ws.phase + s.phase_offset, 1.0)
     in_ckpt = (s.ckpt_interval_s > 0) & (ws.ckpt_clock_s >= s.ckpt_interval_s - s.ckpt_duration_s)
-    return pos < s.duty, in_ckpt
+    return pos, in_ckpt
+
+
+def rates(spec: JobSpec, f_compute):
+    """Phase rates (1/s) in compute at relative clock ``f_compute`` and in communication."""
+    f = jnp.maximum(f_compute, 1e-3)
+    r_c = 1.0 / (spec.period_s * (spec.mem_frac + (1.0 - spec.mem_frac) / f))
+    return r_c, 1.0 / spec.period_s
+
+
+def occupancy(ws: WorkloadState, f_compute, h_s):
+    """Share of the coming substep spent computing, and the phase advance.
+
+    A substep that crosses a compute/communication boundary is split at the exact
+    crossing time (at most one crossing: scenarios keep both phases >= one
+    substep), so power and progress do not jump at substep-quantized edges.
+
+    **Returns**: ``(c, d_phase, d_phase_compute)`` per job (J,).
+    """
+    s = ws.spec
+    pos, _ = _phase(ws)
+    r_c, r_m = rates(s, f_compute)
+    in_c = pos < s.duty
+    c_in = jnp.clip((s.duty - pos) / (r_c * h_s), 0.0, 1.0)  # starting in compute
+    c_out = 1.0 - jnp.clip((1.0 - pos) / (r_m * h_s), 0.0, 1.0)  # starting in communication
+    c = jnp.where(s.duty >= 1.0, 1.0, jnp.where(in_c, c_in, c_out))
+    d_c = c * h_s * r_c
+    return c, d_c + (1.0 - c) * h_s * r_m, d_c
 
 
 def job_phase_view(ws: WorkloadState, wp: WorkloadParams, job_on: jnp.ndarray):
-    """Per-job utilization and phase flags at the start of a substep.
+    """Per-job utilizations at the start of a substep.
 
-    **Returns**: ``(u_job, computing, running)``: utilization (J,), whether the
-    job is in a compute phase that advances work (J,), and whether it runs (J,).
+    **Returns**: ``(u_compute, u_comm, running)`` (J,): utilization in the compute
+    and communication parts (both ``u_ckpt`` during a checkpoint, 0 when the job
+    is not running) and whether the job runs (0/1).
     """
     s = ws.spec
     running = ws.placed * job_on
-    in_compute, in_ckpt = _phase_flags(ws)
-    u = jnp.where(in_ckpt, wp.u_ckpt, jnp.where(in_compute, s.u_compute, s.u_comm))
-    return u * running, (in_compute & ~in_ckpt).astype(u.dtype) * running, running
+    _, in_ckpt = _phase(ws)
+    u_c = jnp.where(in_ckpt, wp.u_ckpt, s.u_compute) * running
+    u_m = jnp.where(in_ckpt, wp.u_ckpt, s.u_comm) * running
+    return u_c, u_m, running
 
 
 def advance(ws: WorkloadState, f_job, running, stalled, h_s):
     """Advance every job by one substep.
 
-    **Arguments**: ``f_job`` relative clock of each job's slowest rack (J,),
+    **Arguments**: ``f_job`` relative compute clock of each job's slowest rack (J,),
     ``running`` (J,) 0/1, ``stalled`` (J,) 0/1 (a rack of the job is tripped or
     unpowered), substep ``h_s`` (s).
 
     **Returns**: ``(new_state, work_rack_s, nominal_rack_s)``: rack-seconds of
-    work credited this substep and rack-seconds the job's racks were scheduled.
+    work credited this substep (in compute only) and rack-seconds scheduled.
     """
     s = ws.spec
-    in_compute, in_ckpt = _phase_flags(ws)
-    f = jnp.maximum(f_job, 1e-3)
-    rate_compute = 1.0 / (s.period_s * (s.mem_frac + (1.0 - s.mem_frac) / f))
-    rate = jnp.where(in_compute, rate_compute, 1.0 / s.period_s)
-    go = running * (1.0 - stalled) * (1.0 - in_ckpt.astype(f.dtype))
-    d_iter = h_s * rate * go
-    n_racks = jnp.sum(membership(ws), axis=1).astype(f.dtype)
-    work = jnp.where(in_compute, n_racks * s.period_s / s.duty * d_iter, 0.0)
+    _, in_ckpt = _phase(ws)
+    _, d_phase, d_compute = occupancy(ws, f_job, h_s)
+    go = running * (1.0 - stalled) * (1.0 - in_ckpt.astype(d_phase.dtype))
+    n_racks = jnp.sum(membership(ws), axis=1).astype(d_phase.dtype)
+    work = n_racks * s.period_s / s.duty * d_compute * go
     nominal = n_racks * running * h_s
-    phase = ws.phase + d_iter
+    phase = ws.phase + d_phase * go
     wrap = phase >= 1.0
     clock = ws.ckpt_clock_s + running * h_s
     clock = jnp.where((s.ckpt_interval_s > 0) & (clock >= s.ckpt_interval_s),
