@@ -1,0 +1,1 @@
+"""heatsync.agents: the Policy protocol, baseline controllers and adapters (issue 5)."""

@@ -1,0 +1,43 @@
+"""Conservation over a day of simulated time (64-bit), and the float32 figure reported.
+
+Electrical: grid + generator = IT + cooling + losses + change in stored energy.
+Heat: IT heat + pump work = air + chiller + dry cooler + LN2 + change in stored heat.
+"""
+
+from __future__ import annotations
+
+import jax
+import pytest
+
+from heatsync.physics import load_scenario, simulate
+
+DAY = 86_400
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["default", "sync-swings", "heatwave", "chiller-trip"])
+def test_energy_and_heat_balances__close_over_a_day_in_float64(name):
+    with jax.enable_x64(True):
+        k = simulate(load_scenario(name), steps=DAY).kpis
+    print(f"{name}: 24 h energy balance {k['energy_balance_rel_error']:.1e}, "
+          f"heat balance {k['heat_balance_rel_error']:.1e} (float64)")
+    assert k["duration_s"] == DAY
+    assert k["energy_grid_kwh"] > 0 and k["energy_cooling_kwh"] > 0
+    assert k["energy_balance_rel_error"] < 1e-6
+    assert k["heat_balance_rel_error"] < 1e-6
+
+
+@pytest.mark.slow
+def test_energy_balance__float32_error_is_small_and_reported():
+    k = simulate(load_scenario("sync-swings"), steps=DAY).kpis
+    print(f"sync-swings 24 h float32: energy balance {k['energy_balance_rel_error']:.1e}, "
+          f"heat balance {k['heat_balance_rel_error']:.1e}")
+    assert k["energy_balance_rel_error"] < 1e-4
+    assert k["heat_balance_rel_error"] < 1e-3
+
+
+def test_grid_outage__balances_close_with_ups_and_generator(x64):
+    k = simulate(load_scenario("grid-outage")).kpis
+    assert k["energy_gen_kwh"] > 0
+    assert k["energy_balance_rel_error"] < 1e-9
+    assert k["heat_balance_rel_error"] < 1e-9
