@@ -9,6 +9,7 @@ Public facade::
     res.kpis["band_share"], res.series["p_grid_mean_w"]
 """
 
+from heatsync.envs.registration import register_envs as _register_envs
 from heatsync.physics import (
     KPI_DOC,
     Action,
@@ -23,6 +24,8 @@ from heatsync.physics import (
 )
 
 __version__ = "0.1.0"
+
+_register_envs()  # gymnasium ids heatsync/<Task>-v0
 
 __all__ = [
     "Action", "KPI_DOC", "Params", "Scenario", "ScenarioError", "SimResult", "State",

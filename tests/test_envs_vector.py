@@ -1,0 +1,153 @@
+"""The batched faces: JaxVectorEnv (Gymnasium) and SB3VecEnv (stable-baselines3).
+
+Every test uses N = 4 envs so that each task compiles its batched reset and
+step once; episode lengths are leaves, so changing them does not recompile.
+"""
+
+from __future__ import annotations
+
+import gymnasium
+import numpy as np
+import pytest
+from gymnasium.vector import AutoresetMode
+from stable_baselines3 import PPO
+
+import heatsync  # noqa: F401  (registers the ids)
+from heatsync.envs import ENV_IDS, TRACE_COUNTS, JaxVectorEnv, make_task
+from heatsync.envs import vector as vector_module
+from heatsync.envs.sb3 import SB3VecEnv
+
+IDS = list(ENV_IDS)
+N = 4
+TOL = dict(rtol=1e-5, atol=1e-6)
+
+
+def _assert_close(a, b):
+    np.testing.assert_allclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float), **TOL)
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_vector__equals_single_envs_stepped_with_the_same_seeds(env_id):
+    venv = JaxVectorEnv(env_id, N, episode__steps=5)
+    singles = [gymnasium.make(env_id, episode__steps=5).unwrapped for _ in range(N)]
+    vobs, vinfo = venv.reset(seed=20)
+    for i, env in enumerate(singles):
+        obs, info = env.reset(seed=20 + i)
+        _assert_close(vobs[i], obs)
+        _assert_close(vinfo["t_supply_c"][i], info["t_supply_c"])
+    space = venv.single_action_space
+    space.seed(3)
+    ended = 0
+    for _ in range(8):  # crosses the end of the 5-step episodes
+        actions = np.stack([space.sample() for _ in range(N)])
+        vobs, vrew, vterm, vtrunc, vinfo = venv.step(actions)
+        for i, env in enumerate(singles):
+            obs, rew, term, trunc, info = env.step(actions[i])
+            assert (vterm[i], vtrunc[i]) == (term, trunc)
+            assert vrew[i] == pytest.approx(rew, rel=1e-5, abs=1e-6)
+            _assert_close(vinfo["reward_" + make_task(env_id).terms[0]][i],
+                          info["reward_" + make_task(env_id).terms[0]])
+            assert vinfo["_final_obs"][i] == (term or trunc)
+            if term or trunc:  # same-step autoreset: the last obs is kept in info
+                ended += 1
+                _assert_close(vinfo["final_obs"][i], obs)
+                obs, _ = env.reset()  # continues the key chain as the batch does
+            _assert_close(vobs[i], obs)
+    assert ended >= N
+
+
+def test_vector__make_vec_uses_the_jitted_batch_in_same_step_mode():
+    envs = gymnasium.make_vec("heatsync/PowerSmoothing-v0", num_envs=N, episode__steps=5)
+    assert isinstance(envs.unwrapped, JaxVectorEnv)
+    assert envs.metadata["autoreset_mode"] is AutoresetMode.SAME_STEP
+    obs, _ = envs.reset(seed=0)
+    assert obs.shape == (N, *envs.single_observation_space.shape)
+    assert envs.observation_space.contains(obs)
+
+
+def test_vector__one_jitted_call_per_batch_step_and_one_trace(monkeypatch):
+    calls = []
+    real = vector_module.drive_vstep
+
+    def counting(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(vector_module, "drive_vstep", counting)
+    venv = JaxVectorEnv("heatsync/PowerSmoothing-v0", N, episode__steps=3)
+    venv.reset(seed=0)
+    venv.step(venv.action_space.sample())
+    before = dict(TRACE_COUNTS)
+    for _ in range(7):
+        venv.step(venv.action_space.sample())
+    venv.reset(seed=1)
+    venv.step(venv.action_space.sample())
+    assert len(calls) == 9
+    assert dict(TRACE_COUNTS) == before
+
+
+def test_vector__bad_batches_raise_and_out_of_range_is_clipped():
+    venv = JaxVectorEnv("heatsync/CoolingDispatch-v0", N, episode__steps=5)
+    venv.reset(seed=0)
+    good = np.zeros((N, 4), np.float32)
+    for bad, what in [(np.zeros((N + 1, 4), np.float32), "shape"),
+                      (np.zeros((4,), np.float32), "shape"),
+                      (np.where(good == 0, np.nan, good), "NaN"),
+                      (np.full((N, 4), "x"), "numeric")]:
+        with pytest.raises(ValueError, match=rf"actions.*{what}.*a batch of {N} actions"):
+            venv.step(bad)
+    inside = np.tile(np.array([[1.0, -1.0, -1.0, -1.0]], np.float32), (N, 1))
+    venv.reset(seed=4)
+    o1, r1, *_ = venv.step(inside)
+    venv.reset(seed=4)
+    o2, r2, *_ = venv.step(inside * 9.0)
+    np.testing.assert_array_equal(o1, o2)
+    np.testing.assert_array_equal(r1, r2)
+
+
+def test_sb3__trip_terminates_time_limit_truncates_and_infos_say_which():
+    venv = SB3VecEnv("heatsync/CoolingDispatch-v0", N, scenario="pump-failure",
+                     episode__steps=150)
+    venv.seed(0)
+    obs = venv.reset()
+    assert obs.shape == (N, *venv.observation_space.shape)
+    pump = np.array([-1.0, 0.6, 0.6, 0.6], np.float32)  # env 0: pump off, the others 80 %
+    actions = np.stack([np.array([p, 0.257, -1.0, -1.0], np.float32) for p in pump])
+    first_done = {}
+    for _ in range(150):
+        obs, rew, done, infos = venv.step(actions)
+        for i in np.flatnonzero(done):
+            if i in first_done:
+                continue
+            first_done[i] = infos[i]
+            assert "terminal_observation" in infos[i]
+            assert infos[i]["terminal_observation"].shape == venv.observation_space.shape
+            assert not np.array_equal(infos[i]["terminal_observation"], obs[i])
+    trip = first_done[0]
+    assert trip["TimeLimit.truncated"] is False and trip["cause_trip"] == 1.0
+    assert trip["step"] < 150
+    for i in range(1, N):
+        assert first_done[i]["TimeLimit.truncated"] is True
+        assert first_done[i]["step"] == 150 and first_done[i]["cause_trip"] == 0.0
+
+
+def test_sb3__seed_then_reset_matches_the_gymnasium_vector_env():
+    a = SB3VecEnv("heatsync/PowerSmoothing-v0", N, episode__steps=5)
+    a.seed(42)
+    obs_a = a.reset()
+    obs_b, _ = JaxVectorEnv("heatsync/PowerSmoothing-v0", N, episode__steps=5).reset(seed=42)
+    np.testing.assert_array_equal(obs_a, obs_b)
+    assert a.get_attr("render_mode") == [None] * N
+    assert a.env_is_wrapped(gymnasium.Wrapper) == [False] * N
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_sb3__ppo_learns_2048_steps_on_the_vecenv(env_id):
+    venv = SB3VecEnv(env_id, N, episode__steps=64)
+    model = PPO("MlpPolicy", venv, n_steps=128, batch_size=128, n_epochs=2, seed=0,
+                device="cpu")
+    model.learn(2048)
+    assert model.num_timesteps >= 2048
+    obs = venv.reset()
+    action, _ = model.predict(obs, deterministic=True)
+    assert action.shape == (N, *venv.action_space.shape)
