@@ -39,9 +39,17 @@ def exp_node(temp, heat_in_w, conductance_w_per_k, temp_ref, capacity_j_per_k, h
     return temp + d_temp, heat_out
 
 
-def softplus_k(x: jnp.ndarray, k) -> jnp.ndarray:
-    """Softplus with sharpness ``k``: ``log(1 + exp(k x)) / k`` -> ``max(x, 0)`` as k grows."""
-    return jnp.logaddexp(0.0, k * x) / k
+def smooth_ramp(x: jnp.ndarray, width) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """C1 ramp ``max(x, 0)`` with a quadratic blend over ``|x| < width``, and its slope.
+
+    Exactly 0 below ``-width`` and exactly ``x`` above ``width``, so it costs no
+    transcendental function and adds no bias away from the kink.
+    """
+    w = jnp.maximum(width, 1e-12)
+    inside = jnp.abs(x) < w
+    val = jnp.where(x >= w, x, jnp.where(inside, (x + w) ** 2 / (4.0 * w), 0.0))
+    slope = jnp.where(x >= w, 1.0, jnp.where(inside, (x + w) / (2.0 * w), 0.0))
+    return val, slope
 
 
 def safe_pow(base: jnp.ndarray, exponent, floor: float = 1e-12) -> jnp.ndarray:

@@ -6,8 +6,8 @@ name says rack):
 * demand ``P = P_idle + (P_max - P_idle) * u * f^gamma`` (PHYSICS.md coupling 1);
 * the power cap lowers the clock: ``f_cap`` solves ``P(f_cap) = cap``;
 * throttling (coupling 4): the clock falls from the slowdown temperature and
-  halves at the hard-slowdown temperature, with a softplus of sharpness
-  ``throttle_sharpness`` so that gradients see the cliff coming; past the
+  halves at the hard-slowdown temperature; the onset is a C1 quadratic blend of
+  half-width ``throttle_smooth_k`` so that gradients see the cliff coming; past the
   shutdown temperature the rack trips for ``trip_recovery_s``;
 * firmware smoothing (NVML power smoothing): a floor (fraction of TDP) and
   ramp-up / ramp-down limits (W/s per GPU). Power above the need, burnt by the
@@ -17,10 +17,9 @@ name says rack):
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
-from ._math import safe_pow, softplus_k
+from ._math import safe_pow, smooth_ramp
 from ._pytree import param, pytree_dataclass
 
 __all__ = ["GpuParams", "throttle_factor", "throttle_implicit", "clock_for_power", "demand_w",
@@ -59,17 +58,19 @@ class GpuParams:
                                      doc="clock halves here", source="PHYSICS.md H100 thermal")
     t_shutdown_c: float = param(92.0, 40.0, 130.0, unit="degC", doc="rack trips above",
                                 source="PHYSICS.md H100 thermal")
-    throttle_sharpness: float = param(20.0, 1.0, 1e4, unit="1",
-                                      doc="softplus sharpness of the throttle onset "
-                                          "(per unit of the slowdown-to-hard span)", source="est")
+    throttle_smooth_k: float = param(0.1, 1e-3, 2.0, unit="K",
+                                     doc="half-width of the smoothed throttle onset "
+                                         "(gradients see the cliff this far ahead)",
+                                     source="est (a numerical choice)")
     trip_recovery_s: float = param(300.0, 0.0, 86400.0, unit="s",
                                    doc="time a tripped rack stays down", source="est")
 
 
 def throttle_factor(gp: GpuParams, t_junction_c):
     """Relative clock allowed by the junction temperature: 1 below slowdown, 0.5 at hard."""
-    x = (t_junction_c - gp.t_slowdown_c) / (gp.t_hard_slowdown_c - gp.t_slowdown_c)
-    return jnp.maximum(1.0 - 0.5 * softplus_k(x, gp.throttle_sharpness), gp.f_min)
+    span = gp.t_hard_slowdown_c - gp.t_slowdown_c
+    ramp, _ = smooth_ramp(t_junction_c - gp.t_slowdown_c, gp.throttle_smooth_k)
+    return jnp.maximum(1.0 - 0.5 * ramp / span, gp.f_min)
 
 
 def throttle_implicit(gp: GpuParams, t_j_c, u, t_drift_c, k_heat_c_per_w, iters: int = 4):
@@ -87,12 +88,12 @@ def throttle_implicit(gp: GpuParams, t_j_c, u, t_drift_c, k_heat_c_per_w, iters:
     dyn = (gp.p_max_w - gp.p_idle_w) * u
     f = jnp.clip(throttle_factor(gp, t_j_c), gp.f_min, 1.0)
     for _ in range(iters):
-        t_end = t_drift_c + k_heat_c_per_w * (gp.p_idle_w + dyn * safe_pow(f, gp.gamma))
-        x = (t_end - gp.t_slowdown_c) / span
-        raw = 1.0 - 0.5 * softplus_k(x, gp.throttle_sharpness)
-        dfth_dt = jnp.where(raw > gp.f_min,
-                            -0.5 * jax.nn.sigmoid(gp.throttle_sharpness * x) / span, 0.0)
-        dt_df = k_heat_c_per_w * dyn * gp.gamma * safe_pow(f, gp.gamma - 1.0)
+        f_gamma = safe_pow(f, gp.gamma)
+        t_mean = t_drift_c + k_heat_c_per_w * (gp.p_idle_w + dyn * f_gamma)
+        ramp, slope = smooth_ramp(t_mean - gp.t_slowdown_c, gp.throttle_smooth_k)
+        raw = 1.0 - 0.5 * ramp / span
+        dfth_dt = jnp.where(raw > gp.f_min, -0.5 * slope / span, 0.0)
+        dt_df = k_heat_c_per_w * dyn * gp.gamma * f_gamma / jnp.maximum(f, 1e-6)
         g = f - jnp.maximum(raw, gp.f_min)
         f = jnp.clip(f - g / (1.0 - dfth_dt * dt_df), gp.f_min, 1.0)
     return f

@@ -439,7 +439,8 @@ def _substep(p: Params, a: Action, exo: Exogenous, prev_uc, prev_ups, s: State, 
     return new, out
 
 
-_AGG = {"sum": jnp.sum, "max": jnp.max, "min": jnp.min, "mean": jnp.mean}
+_FOLD = {"sum": jnp.add, "mean": jnp.add, "max": jnp.maximum, "min": jnp.minimum}
+_INIT = {"sum": 0.0, "mean": 0.0, "max": -jnp.inf, "min": jnp.inf}
 
 
 def step(p: Params, s: State, a: Action, exo: Exogenous):
@@ -454,13 +455,18 @@ def step(p: Params, s: State, a: Action, exo: Exogenous):
     prev_uc = jnp.where(first, a.uc_target_w, s.uc_target_prev_w)
     prev_ups = jnp.where(first, a.ups_target_w, s.grid.p_ups_target_prev_w)
 
-    def body(state, k):
-        return _substep(p, a, exo, prev_uc, prev_ups, state, k)
+    init = {name: jnp.asarray(_INIT[how], s.t_supply_c.dtype) for name, (how, _) in OUTPUTS.items()}
+
+    def body(carry, k):
+        state, acc = carry
+        state, out = _substep(p, a, exo, prev_uc, prev_ups, state, k)
+        acc = {name: _FOLD[how](acc[name], out[name]) for name, (how, _) in OUTPUTS.items()}
+        return (state, acc), out["p_grid_w"]
 
     ks = jnp.arange(p.n_sub, dtype=s.t_supply_c.dtype)
-    s2, outs = jax.lax.scan(body, s, ks)
-    agg = {name: _AGG[how](outs[name]) for name, (how, _) in OUTPUTS.items()}
-    agg["p_grid_sub_w"] = outs["p_grid_w"]
+    (s2, agg), p_sub = jax.lax.scan(body, (s, init), ks)
+    agg = {name: v / p.n_sub if OUTPUTS[name][0] == "mean" else v for name, v in agg.items()}
+    agg["p_grid_sub_w"] = p_sub
     n = s.n_steps + 1.0
     gs = _grid.close_demand_block(p.grid, s2.grid, agg["e_grid_j"], p.dt_s, n)
     s2 = replace(s2, t_s=n * p.dt_s, n_steps=n, uc_target_prev_w=a.uc_target_w,
