@@ -1,1 +1,5 @@
-"""heatsync.agents: the Policy protocol, baseline controllers and adapters (issue 5)."""
+"""heatsync.agents: the Policy protocol, baseline controllers and adapters."""
+
+from ._policy import Policy, PolicyError, is_policy, load_policy
+
+__all__ = ["Policy", "PolicyError", "is_policy", "load_policy"]
