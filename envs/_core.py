@@ -400,13 +400,6 @@ def _step_one(task, rng, state, action, params):
     return rng, state, (obs, r, term, trunc, info)
 
 
-def _vstep_one(task, rng, state, action, params):
-    rng, k = jax.random.split(rng)
-    rng_reset, k_reset = jax.random.split(rng)
-    obs, st, r, term, trunc, info, done = _autoreset(task, k, k_reset, state, action, params)
-    return jnp.where(done, rng_reset, rng), st, (obs, r, term, trunc, info)
-
-
 @partial(jax.jit, static_argnums=(0, 1))
 def drive_reset(task: Task, sid: int, rng, params: EnvParams):
     """``(rng, state, flat)``: reset one env from its key chain; ``flat`` unpacks
@@ -441,11 +434,41 @@ def drive_vreset(task: Task, sid: int, rngs, params: EnvParams):
 def drive_vstep(task: Task, sid: int, rngs, states, actions, params: EnvParams):
     """Batched step with auto-reset: an env whose episode ended continues its
     key chain exactly as a single env that is reset after the end would;
-    ``info["final_obs"]`` holds the ended episode's last observation."""
+    ``info["final_obs"]`` holds the ended episode's last observation.
+
+    Each env's reset is computed and selected where its episode ended (no
+    per-env branch); the batch skips computing resets on steps where no env
+    ended (one ``lax.cond`` over the whole batch), which saves most of the reset
+    cost for long episodes.
+    """
     TRACE_COUNTS[(task.name, "vstep")] += 1
 
     def one(rng, state, action):
-        rng, st, host = _vstep_one(task, rng, state, action, params)
-        return rng, st, _pack("vstep", task, sid, host)
+        rng, k = jax.random.split(rng)
+        rng_reset, k_reset = jax.random.split(rng)
+        obs, st, r, term, trunc, info = task.step(k, state, action, params)
+        return rng, rng_reset, k_reset, obs, st, (r, term, trunc, info)
 
-    return jax.vmap(one)(rngs, states, actions)
+    rngs, rngs_reset, k_reset, obs, states, (r, term, trunc, info) = jax.vmap(one)(
+        rngs, states, actions)
+    done = term | trunc
+
+    def with_resets(carry):
+        obs, states = carry
+        obs_r, st_r = jax.vmap(task.reset, in_axes=(0, None))(k_reset, params)
+        return _select_rows(done, obs_r, obs), _select_rows(done, st_r, states)
+
+    obs_out, states = jax.lax.cond(jnp.any(done), with_resets, lambda carry: carry,
+                                   (obs, states))
+    rngs = _select_rows(done, rngs_reset, rngs)
+    info = dict(info, final_obs=obs)
+    flat = jax.vmap(lambda h: _pack("vstep", task, sid, h))((obs_out, r, term, trunc, info))
+    return rngs, states, flat
+
+
+def _select_rows(mask, a, b):
+    """Per-row select over a batch of pytrees (mask (N,))."""
+    def sel(x, y):
+        return jnp.where(mask.reshape(mask.shape + (1,) * (x.ndim - 1)), x, y)
+
+    return jax.tree.map(sel, a, b)

@@ -84,8 +84,9 @@ def rack_power_pieces(params, state):
     position; 0 for racks without a job)."""
     p, s = params.plant, state.plant
     ws = s.work
-    u_job, _, running = workload.job_phase_view(ws, p.workload, state.exo.job_on)
+    u_compute, u_comm, running = workload.job_phase_view(ws, p.workload, state.exo.job_on)
     pos = Q.slot_position(ws)
+    u_job = jnp.where(pos < ws.spec.duty, u_compute, u_comm)
     has = (ws.rack_job >= 0).astype(s.p_gpu_w.dtype) * workload.rack_view(ws, running)
     ang = 2.0 * jnp.pi * workload.rack_view(ws, pos)
     return [("p_rack", rack_it_w(p, s) / rack_max_w(p)),
