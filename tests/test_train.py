@@ -1,0 +1,247 @@
+"""scripts/train.py: tiny runs of every algorithm, TensorBoard KPIs, seeding, resume,
+config validation, trained models as policies.
+
+Runs are in-process (``main(argv)``) on 2 envs of 20-step CoolingDispatch episodes,
+so the jitted env compiles once for the whole module.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from stable_baselines3.common.callbacks import BaseCallback
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from heatsync._train import ConfigError, load_hyperparams
+from heatsync.agents.sb3_policy import SB3Policy, load_models
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = "CoolingDispatch-v0"
+OBS_DIM, ACT_DIM = 38, 4
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("heatsync_train_script",
+                                                  ROOT / "scripts" / "train.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+train = _load_script()
+
+#: tiny hyperparameters per algorithm (2 envs, a few hundred steps)
+TINY = {
+    "ppo": ["n_steps=40", "batch_size=40", "n_epochs=1"],
+    "a2c": ["n_steps=5"],
+    "sac": ["learning_starts=40", "batch_size=32", "buffer_size=1000", "gradient_steps=1",
+            "policy_kwargs.net_arch=[32,32]"],
+    "td3": ["learning_starts=40", "batch_size=32", "buffer_size=1000", "gradient_steps=1",
+            "policy_kwargs.net_arch=[32,32]"],
+}
+KPI_TAGS = ["plant/band_share", "plant/ramp_max_w_per_s", "plant/pue", "plant/cost_total_usd",
+            "plant/ln2_used_kg", "plant/throttled_gpu_s", "plant/o2_min_frac",
+            "plant/work_done_rack_s"]
+
+
+def argv(root, algo="ppo", steps=200, seed=0, extra=(), hp=()):
+    return ["--algo", algo, "--env", ENV, "--seed", str(seed), "--runs-root", str(root),
+            "--env-kwargs", "episode__steps=20", "--eval-episodes", "2", "--eval-freq", "100",
+            "--checkpoint-freq", "80", "--no-progress", "--jax-cache", "",
+            "--log-interval", "1",
+            "--hyperparams", "n_envs=2", f"n_timesteps={steps}", *TINY[algo], *hp, *extra]
+
+
+def scalars(run_dir: Path, name: str) -> EventAccumulator:
+    (tb,) = (run_dir / "tb").iterdir()
+    assert tb.name == f"{name}_1"
+    ea = EventAccumulator(str(tb))
+    ea.Reload()
+    return ea
+
+
+class Record(BaseCallback):
+    """Keeps the first actions the algorithm took and the state at training start."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = None
+        self.at_start = {}
+
+    def _on_training_start(self):
+        rb = getattr(self.model, "replay_buffer", None)
+        vn = self.model.get_vec_normalize_env()
+        self.at_start = {"steps": self.model.num_timesteps,
+                         "buffer": rb.size() if rb is not None else None,
+                         "obs_count": float(vn.obs_rms.count) if vn is not None else None}
+
+    def _on_step(self):
+        if self.first is None:
+            self.first = np.array(self.locals["actions"], copy=True)
+        return True
+
+
+class InterruptAt(BaseCallback):
+    def __init__(self, steps):
+        super().__init__()
+        self.steps = steps
+
+    def _on_step(self):
+        if self.num_timesteps >= self.steps:
+            raise KeyboardInterrupt
+        return True
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "sac", "td3"])
+def test_train__each_algo_finishes_and_logs_plant_kpis(tmp_path, algo):
+    run = train.main(argv(tmp_path, algo))
+    for f in ("config.yml", "command.txt", "seed.txt", "model.zip", "vecnormalize.pkl",
+              "best_model.zip", "evaluations.npz", "eval_kpis.csv", "timing.json"):
+        assert (run / f).is_file(), f
+    assert list((run / "checkpoints").glob("model_*.zip"))
+    cfg = yaml.safe_load((run / "config.yml").read_text())
+    assert cfg["seed"] == 0 and cfg["algo"] == algo and cfg["env_id"] == f"heatsync/{ENV}"
+    assert cfg["hyperparams"]["env_kwargs"] == {"episode__steps": 20}
+    assert "--algo " + algo in (run / "command.txt").read_text()
+
+    ea = scalars(run, algo.upper())
+    tags = set(ea.Tags()["scalars"])
+    missing = [t for t in KPI_TAGS + ["reward/energy_cost", "reward/throttle",
+                                      "eval/mean_reward", "eval/plant/pue",
+                                      "rollout/ep_rew_mean", "time/env_step_share"]
+               if t not in tags]
+    assert not missing, missing
+    assert any(t.startswith("train/") for t in tags)
+    assert all(np.isfinite(e.value) for t in KPI_TAGS for e in ea.Scalars(t))
+    assert ea.Scalars("plant/episode_steps")[-1].value == 20.0
+    assert ea.PluginTagToContent("hparams")  # hyperparameters recorded (SB3 HParam)
+
+    # the run loads back as a Policy acting on batched and single observations
+    policy = SB3Policy.load(run)
+    obs = np.random.default_rng(0).normal(size=(5, OBS_DIM)).astype(np.float32)
+    a = policy.act(obs)
+    assert a.shape == (5, ACT_DIM) and a.dtype == np.float32
+    assert np.all(np.abs(a) <= 1.0)
+    np.testing.assert_allclose(policy.act(obs[0]), a[0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(policy.act(obs), a)  # deterministic
+    assert set(load_models(tmp_path, task=ENV)) == {run.name}
+    assert load_models(tmp_path, task="PowerSmoothing-v0") == {}
+
+
+def test_train__same_seed_same_first_actions(tmp_path):
+    recs = [Record() for _ in range(3)]
+    runs = [train.main(argv(tmp_path, seed=s, steps=80, extra=["--eval-freq", "0"]),
+                       callbacks=[r]) for s, r in zip((7, 7, 8), recs, strict=True)]
+    np.testing.assert_array_equal(recs[0].first, recs[1].first)
+    assert not np.allclose(recs[0].first, recs[2].first)
+    obs = np.random.default_rng(1).normal(size=(3, OBS_DIM)).astype(np.float32)
+    same = [SB3Policy.load(r, which="final").act(obs) for r in runs]
+    np.testing.assert_array_equal(same[0], same[1])
+
+
+def test_resume__continues_from_last_checkpoint_to_the_same_total(tmp_path):
+    run_argv = argv(tmp_path, "sac", steps=240, extra=["--eval-freq", "0"])
+    with pytest.raises(KeyboardInterrupt):
+        train.main(run_argv, callbacks=[InterruptAt(120)])
+    run = tmp_path / "sac-CoolingDispatch-s0"
+    assert not (run / "model.zip").exists()
+    ckpts = sorted(int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("model_*.zip"))
+    assert ckpts[-1] == 120 and 80 in ckpts
+    assert (run / "checkpoints" / "replay_buffer.pkl").is_file()
+
+    rec = Record()
+    assert train.main(["--resume", str(run), "--no-progress", "--jax-cache", ""],
+                      callbacks=[rec]) == run
+    assert rec.at_start["steps"] == 120
+    # replay buffer restored: rows of 2 envs (the interrupted step's row was not stored yet)
+    assert rec.at_start["buffer"] in (120 // 2 - 1, 120 // 2)
+    assert rec.at_start["obs_count"] > 120  # normalization statistics restored
+    final = SB3Policy.load(run, which="final").model
+    assert final.num_timesteps == 240
+    assert "resumed from model_120.zip at 120 steps" in (run / "command.txt").read_text()
+    ea = scalars(run, "SAC")  # one TensorBoard run, continued
+    assert max(e.step for e in ea.Scalars("plant/pue")) >= 200
+    assert json.loads((run / "timing.json").read_text())["steps"] == 120
+
+
+def _write(tmp_path, doc) -> str:
+    path = tmp_path / "hp.yml"
+    path.write_text(yaml.safe_dump(doc) if not isinstance(doc, str) else doc)
+    return str(path)
+
+
+BASE = {"n_envs": 2, "n_timesteps": 100}
+
+
+@pytest.mark.parametrize("doc, words", [
+    ({"default": {**BASE, "learnin_rate": 3e-4}},
+     ["unknown key for ppo 'learnin_rate'", "did you mean 'learning_rate'", "allowed:",
+      "n_epochs"]),
+    ({"default": {**BASE, "learning_rate": -1e-3}},
+     ["learning_rate: -0.001 is not allowed", "positive float", "lin_<float>"]),
+    ({"default": {**BASE, "n_steps": "many"}}, ["n_steps: 'many' is not allowed", "integer"]),
+    ({"default": {**BASE, "learning_rate": "exp_3e-4"}},
+     ["unknown schedule 'exp_3e-4'", "schedules: lin, const"]),
+    ({"default": {**BASE, "policy_kwargs": {"activation_fn": "swish"}}},
+     ["policy_kwargs.activation_fn: unknown 'swish'", "tanh, relu"]),
+    ({"default": {**BASE, "policy_kwargs": {"net_arch": [64, -1]}}},
+     ["net_arch: [64, -1] is not allowed"]),
+    ({"default": {**BASE, "normalize": "yes"}}, ["normalize: 'yes' is not allowed", "norm_obs"]),
+    ({"default": BASE, "heatsync/PowerSmoothing-v9": {}},
+     ["unknown entry 'heatsync/PowerSmoothing-v9'", "heatsync/PowerSmoothing-v0"]),
+    ({"default": {**BASE, "batch_size": 1000, "n_steps": 10}},
+     ["batch_size: 1000 is larger than n_steps x n_envs = 20"]),
+    ({"default": {**BASE, "buffer_size": 100}}, ["unknown key for ppo 'buffer_size'"]),
+])
+def test_config__bad_yaml_fails_before_training_naming_the_key(tmp_path, doc, words):
+    runs = tmp_path / "runs"
+    with pytest.raises(ConfigError) as e:
+        train.main(["--conf-file", _write(tmp_path, doc), "--runs-root", str(runs),
+                    "--env", ENV, "--no-progress"])
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))
+    assert not runs.exists()  # nothing was built
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--algo", "dqn"], ["unknown algo 'dqn'", "ppo, sac, td3, a2c"]),
+    (["--algo", "sac", "--env", "PowerAwareScheduling-v0"],
+     ["needs continuous (Box) actions", "MultiDiscrete", "ppo, a2c"]),
+    (["--hyperparams", "gamma=1.5"], ["gamma: 1.5 is not allowed", "(0.0, 1.0]"]),
+    (["--hyperparams", "ent_coef=auto"], ["ent_coef: 'auto' is not allowed"]),
+    (["--env-kwargs", "episode__stepz=20"], ["scenario / env_kwargs", "stepz"]),
+])
+def test_cli__bad_arguments_fail_with_a_clear_message(tmp_path, args, words):
+    with pytest.raises(ConfigError) as e:
+        train.main(["--runs-root", str(tmp_path / "runs"), "--no-progress", *args])
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli__help_documents_every_argument(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    out = capsys.readouterr().out
+    for f in train.dataclasses.fields(train.Args):
+        flag = "--" + f.name.replace("_", "-")
+        assert flag in out, flag
+    assert "hyperparameter overrides key=value" in out
+
+
+def test_bundled_hyperparams__validate_for_every_task():
+    from heatsync.envs import ENV_IDS
+
+    for algo in ("ppo", "a2c", "sac", "td3"):
+        for env_id in ENV_IDS:
+            if algo in ("sac", "td3") and "Scheduling" in env_id:
+                continue
+            hp = load_hyperparams(algo, env_id)
+            assert hp["n_envs"] >= 1 and hp["n_timesteps"] >= 1
