@@ -9,6 +9,9 @@ Measures, per task:
   key, and with none), at each ``--n``;
 - compile time of the first single step and the first batch step.
 
+Wall-clock figures inflate when other processes share the cores; the CPU-time
+figures (``time.process_time``, all threads) are printed beside them.
+
 Usage::
 
     python scripts/_env_latency.py                       # all tasks, N = 64 and 1024
@@ -18,6 +21,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 
@@ -43,14 +47,16 @@ def single_latency(task: str, steps: int, warmup: int = 100) -> dict:
     for i in range(warmup):
         env.step(actions[i % 64])
     times = np.empty(steps)
+    cpu0 = time.process_time()
     for i in range(steps):
         t = time.perf_counter()
         _, _, term, trunc, _ = env.step(actions[i % 64])
         times[i] = time.perf_counter() - t
         if term or trunc:
             env.reset()
+    cpu_ms = 1e3 * (time.process_time() - cpu0) / steps
     return {"median_ms": 1e3 * float(np.median(times)), "p90_ms": 1e3 * float(
-        np.percentile(times, 90)), "compile_s": compile_s}
+        np.percentile(times, 90)), "cpu_ms": cpu_ms, "compile_s": compile_s}
 
 
 def batched_rate(task: str, n: int, batch_steps: int, sb3: bool, info_keys=None) -> dict:
@@ -74,12 +80,12 @@ def batched_rate(task: str, n: int, batch_steps: int, sb3: bool, info_keys=None)
     compile_s = time.perf_counter() - t0
     for _ in range(3):
         venv.step(acts)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for _ in range(batch_steps):
         venv.step(acts)
-    dt = time.perf_counter() - t
-    return {"steps_per_s": n * batch_steps / dt, "ms_per_batch": 1e3 * dt / batch_steps,
-            "compile_s": compile_s}
+    dt, dc = time.perf_counter() - t, time.process_time() - c
+    return {"steps_per_s": n * batch_steps / dt, "steps_per_cpu_s": n * batch_steps / dc,
+            "ms_per_batch": 1e3 * dt / batch_steps, "compile_s": compile_s}
 
 
 def main():
@@ -91,22 +97,27 @@ def main():
     args = ap.parse_args()
     print(f"# env latency - {platform.processor() or platform.machine()}, "
           f"{jax.devices()[0].platform}, jax {jax.__version__}\n")
-    print("| task | single step median (ms) | p90 (ms) | first step incl. compile (s) |")
-    print("|---|---|---|---|")
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+          "(wall figures inflate under load; CPU-time figures much less)\n")
+    print("| task | single step median (ms) | p90 (ms) | CPU time per step (ms) | "
+          "first step incl. compile (s) |")
+    print("|---|---|---|---|---|")
     for task in args.tasks:
         r = single_latency(task, args.steps)
-        print(f"| {task} | {r['median_ms']:.3f} | {r['p90_ms']:.3f} | {r['compile_s']:.1f} |",
-              flush=True)
-    print("\n| task | N | JaxVectorEnv steps/s | SB3VecEnv steps/s (all info) | "
-          "SB3VecEnv steps/s (no info) | first batch step incl. compile (s) |")
+        print(f"| {task} | {r['median_ms']:.3f} | {r['p90_ms']:.3f} | {r['cpu_ms']:.3f} | "
+              f"{r['compile_s']:.1f} |", flush=True)
+    print("\n| task | N | JaxVectorEnv steps/s (per CPU-s) | SB3VecEnv all info | "
+          "SB3VecEnv no info | first batch step incl. compile (s) |")
     print("|---|---|---|---|---|---|")
     for task in args.tasks:
         for n in args.n:
             g = batched_rate(task, n, args.batch_steps, sb3=False)
             s = batched_rate(task, n, args.batch_steps, sb3=True)
             s0 = batched_rate(task, n, args.batch_steps, sb3=True, info_keys=())
-            print(f"| {task} | {n} | {g['steps_per_s']:,.0f} | {s['steps_per_s']:,.0f} | "
-                  f"{s0['steps_per_s']:,.0f} | {g['compile_s']:.1f} |", flush=True)
+            cells = " | ".join(f"{x['steps_per_s']:,.0f} ({x['steps_per_cpu_s']:,.0f})"
+                               for x in (g, s, s0))
+            print(f"| {task} | {n} | {cells} | {g['compile_s']:.1f} |", flush=True)
+    print(f"\nload average at end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

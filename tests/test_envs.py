@@ -307,3 +307,13 @@ def test_scheduling__started_job_occupies_racks_and_finishes():
         done = info["jobs_done"]
     assert done == 2 and info["jobs_running"] == 0
     assert int(np.sum(np.asarray(env.state.plant.work.rack_job) >= 0)) == 0
+
+
+@pytest.mark.parametrize("cls", [PowerSmoothingEnv, CoolingDispatchEnv, PowerAwareSchedulingEnv,
+                                 FacilityEnv])
+def test_docstrings__example_snippet_runs(cls, capsys):
+    import textwrap
+
+    code = textwrap.dedent(cls.__doc__.split("Example::", 1)[1])
+    exec(compile(code, f"<{cls.__name__} example>", "exec"), {})
+    assert capsys.readouterr().out.strip()
