@@ -84,8 +84,10 @@ MAIN_KPI: dict[str, tuple[str, str, str]] = {
         "band_rms_w", "min",
         "the in-band (0.1-20 Hz) grid oscillation the task exists to remove, in W"),
     "CoolingDispatch": (
-        "cost_total_usd", "min",
-        "energy, demand, LN2 and water cost of the episode; throttling and trips show beside it"),
+        "return", "max",
+        "the task's reward: cooling energy at the price, water, LN2 consumed, throttling "
+        "and overcooling; no single KPI weighs them (cost_total_usd misses LN2 drawn from "
+        "the tank and is dominated by IT energy)"),
     "PowerAwareScheduling": (
         "work_done_rack_s", "max", "training work done at nominal pace"),
     "Facility": (
@@ -99,7 +101,8 @@ HEADLINE: dict[str, tuple[str, ...]] = {
     "PowerSmoothing": ("band_share", "ramp_violation_s", "work_lost_frac", "energy_waste_kwh",
                        "ups_life_used", "uc_equivalent_cycles"),
     "CoolingDispatch": ("energy_cooling_kwh", "throttled_gpu_s", "overcool_k_s",
-                        "ln2_used_kg", "water_l", "t_junction_max_c", "o2_min_frac"),
+                        "ln2_used_kg", "water_l", "t_junction_max_c", "o2_min_frac",
+                        "cost_total_usd"),
     "PowerAwareScheduling": ("cost_total_usd", "peak_demand_kw", "carbon_kg",
                              "throttled_gpu_s", "work_lost_frac"),
     "Facility": ("cost_total_usd", "work_done_rack_s", "band_rms_w", "peak_demand_kw",
@@ -118,6 +121,8 @@ QUICK_SEEDS = (0, 1)
 #: per-step series kept for the episode plots (from the env info)
 TRACE_KEYS = ("t_s", "p_grid_mean_w", "t_junction_max_c", "t_supply_c", "uc_soc", "ups_soc",
               "ln2_tank_kg", "o2_frac")
+#: the zoomed grid-power panel of the episode plots shows the last ZOOM_S seconds
+ZOOM_S = 20.0
 #: int32 time limit that never fires, used to recover a truncated env's last state
 _NO_LIMIT = np.int32(2**31 - 1)
 
@@ -206,10 +211,14 @@ def parse_seeds(text: str | Iterable[int]) -> list[int]:
 
 
 def _registry() -> dict[str, dict[str, Callable]]:
+    """``heatsync.agents.BASELINES`` (``{}`` until the baselines exist)."""
     try:
         from heatsync.agents import BASELINES
     except ImportError:
-        return {}
+        try:
+            from heatsync.agents.baselines import BASELINES
+        except ImportError:
+            return {}
     return BASELINES
 
 
@@ -730,8 +739,9 @@ def run_benchmark(cfg: BenchmarkConfig, *, registry: dict | None = None,
     if progress and todo:
         from tqdm.auto import tqdm
 
+        tty = sys.stderr.isatty()
         bar = tqdm(total=sum(c[0][3] for c in todo), unit="step", desc="benchmark",
-                   dynamic_ncols=True, file=sys.stderr)
+                   dynamic_ncols=True, file=sys.stderr, mininterval=0.2 if tty else 15.0)
     try:
         for (ctrl, task, name, T), scen, factory in todo:
             if bar is not None:
@@ -1008,38 +1018,44 @@ def write_plots(out: Path, rows: list[dict], plan: _Plan) -> list[Path]:
         scen, T = cell
         ctrls = list(plan.controllers[task])
         # one episode of each controller
-        fig = Figure(figsize=(11, 9), layout="constrained")
+        fig = Figure(figsize=(11, 11), layout="constrained")
         FigureCanvasAgg(fig)
-        axes = fig.subplots(3, 2, sharex=True).ravel()
-        panels = [("grid power (kW)", axes[0]), ("hottest junction (degC)", axes[1]),
-                  ("coolant supply (degC)", axes[2]),
-                  ("state of charge (solid: ultracap mean, dashed: UPS)", axes[3]),
-                  ("LN2 in tank (kg)", axes[4]), ("room oxygen (%)", axes[5])]
+        axes = fig.subplots(4, 2).ravel()
+        titles = ["grid power, 1-s interval mean (kW)",
+                  f"grid power, last {ZOOM_S:g} s at substep resolution (kW)",
+                  "hottest junction (degC)", "coolant supply (degC)",
+                  "state of charge (solid: ultracapacitor mean, dashed: UPS)",
+                  "LN2 in the tank (kg)", "room oxygen (%)", None]
         seed = None
         for i, ctrl in enumerate(ctrls):
             tr = _load_trace(_trace_path(out, task, scen, T, ctrl))
-            if tr is None:
+            if tr is None or tr["t_s"].size == 0:
                 continue
             seed = int(tr["seed"])
-            col = f"C{i % 10}"
+            # earlier controllers drawn wider, so identical curves stay visible
+            style = {"color": f"C{i % 10}", "lw": max(2.4 - 0.5 * i, 0.7), "alpha": 0.85}
             t = tr["t_s"]
             h = float(tr["h_s"])
-            n_sub = tr["p_grid_sub_w"].size // max(t.size, 1)
-            tf = (t[0] - n_sub * h if t.size else 0.0) + h * np.arange(
-                1, tr["p_grid_sub_w"].size + 1)
-            axes[0].plot(tf, tr["p_grid_sub_w"] / 1e3, color=col, lw=0.6, label=ctrl)
-            axes[1].plot(t, tr["t_junction_max_c"], color=col, lw=1)
-            axes[2].plot(t, tr["t_supply_c"], color=col, lw=1)
-            axes[3].plot(t, tr["uc_soc"], color=col, lw=1)
-            axes[3].plot(t, tr["ups_soc"], color=col, lw=1, ls="--")
-            axes[4].plot(t, tr["ln2_tank_kg"], color=col, lw=1)
-            axes[5].plot(t, tr["o2_frac"] * 100.0, color=col, lw=1)
-        for title, ax in panels:
+            fine = tr["p_grid_sub_w"]
+            tf = t[0] - (fine.size // t.size) * h + h * np.arange(1, fine.size + 1)
+            zoom = tf > tf[-1] - ZOOM_S
+            axes[0].plot(t, tr["p_grid_mean_w"] / 1e3, label=ctrl, **style)
+            axes[1].plot(tf[zoom], fine[zoom] / 1e3, **style)
+            axes[2].plot(t, tr["t_junction_max_c"], **style)
+            axes[3].plot(t, tr["t_supply_c"], **style)
+            axes[4].plot(t, tr["uc_soc"], **style)
+            axes[4].plot(t, tr["ups_soc"], ls="--", **style)
+            axes[5].plot(t, tr["ln2_tank_kg"], **style)
+            axes[6].plot(t, tr["o2_frac"] * 100.0, **style)
+        for title, ax in zip(titles, axes, strict=True):
+            if title is None:
+                continue
             ax.set_title(title, fontsize=9)
             ax.grid(alpha=0.3)
-        for ax in axes[4:]:
-            ax.set_xlabel("time (s)")
-        axes[0].legend(fontsize=7, loc="best")
+            ax.set_xlabel("time (s)", fontsize=8)
+        handles, labels = axes[0].get_legend_handles_labels()
+        axes[7].axis("off")
+        axes[7].legend(handles, labels, loc="center", fontsize=9, title="controller")
         fig.suptitle(f"{task} on {scen}: one episode (seed {seed}) of each controller, "
                      f"{T} steps", fontsize=11)
         path = out / "plots" / f"{task}_episode.png"
