@@ -770,10 +770,10 @@ def run_benchmark(cfg: BenchmarkConfig, *, registry: dict | None = None,
                     if r is not None:
                         selected.append(r)
     report.rows = selected
-    report.wall_s = time.perf_counter() - t_start
     files = [csv_path]
     if cfg.plots:
         files += write_plots(out, selected, plan)
+    report.wall_s = time.perf_counter() - t_start
     md, ranked = markdown(selected, plan, cfg, report, [p.relative_to(out) for p in files[1:]])
     _write_text_atomic(out / "BENCHMARK.md", md)
     files.append(out / "BENCHMARK.md")
@@ -1219,6 +1219,10 @@ def main(argv: Sequence[str] | None = None, *, registry: dict | None = None,
     except (BenchmarkError, PolicyError, ScenarioError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished cells are in {cfg.out / 'benchmark.csv'}; run the "
+              "same command again to resume", file=sys.stderr)
+        return 130
     print(report.ranked)
     print(f"{len(report.computed)} cell(s) computed, {len(report.skipped)} resumed, "
           f"{report.wall_s:.0f} s; wrote " + ", ".join(str(p) for p in report.files))

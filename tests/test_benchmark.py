@@ -357,6 +357,26 @@ def test_benchmark__csv_from_another_version_is_refused(tmp_path):
         run_benchmark(cfg(tmp_path), registry=REGISTRY, progress=False)
 
 
+def test_resolve__default_quick_and_full_subsets():
+    from heatsync._benchmark import DEFAULT_STEPS, QUICK_STEPS, resolve
+    from heatsync.physics import list_scenarios
+
+    reg = {"PowerSmoothing": {"a": Zero}, TASK: {"a": Zero, "b": Half}}
+    plan = resolve(BenchmarkConfig(), reg)
+    assert plan.tasks == ["PowerSmoothing", TASK]  # tasks without a controller drop out
+    assert plan.scenarios == {"PowerSmoothing": ["sync-swings"], TASK: [SCEN]}
+    assert (plan.seeds, plan.steps) == ([0, 1, 2, 3, 4], DEFAULT_STEPS)
+    assert list(plan.controllers[TASK]) == ["a", "b"]
+    plan = resolve(BenchmarkConfig(quick=True), reg)
+    assert (plan.seeds, plan.steps) == ([0, 1], QUICK_STEPS)
+    plan = resolve(BenchmarkConfig(full=True, controllers=["b"]), reg)
+    assert plan.tasks == [TASK] and plan.scenarios[TASK] == list_scenarios()
+    assert plan.steps is None  # each scenario's own episode length
+    plan = resolve(BenchmarkConfig(controllers=[], policies=["m:P"], policy_task="Facility"),
+                   reg)
+    assert plan.tasks == ["Facility"] and list(plan.controllers["Facility"]) == ["m:P"]
+
+
 def test_parse_seeds__ranges_and_lists():
     assert parse_seeds("0-4") == [0, 1, 2, 3, 4]
     assert parse_seeds("0,3, 7-8,3") == [0, 3, 7, 8]
