@@ -170,6 +170,8 @@ class BenchmarkConfig:
     """Everything: every bundled scenario at its own episode length."""
     plots: bool = True
     """Write the PNG plots."""
+    prewarm: bool = True
+    """Compile the next tasks' envs on background threads while cells run."""
     command: str = ""
     """How the run was started (written into ``BENCHMARK.md``)."""
 
@@ -529,6 +531,79 @@ def run_cell(task: str, scenario: str, factory: Callable, seeds: Sequence[int],
 # ---- files -----------------------------------------------------------------------------------
 
 
+class _Prewarm:
+    """Compile the vector env's reset and step of upcoming cells on background threads.
+
+    Compilation dominates a short benchmark and XLA compiles on one core, so on
+    a machine with two cores the next task compiles while this one runs. Each
+    job is one throwaway reset and step of a ``JaxVectorEnv`` with the cells'
+    batch size, which fills JAX's in-memory cache for exactly the calls the cell
+    makes (same static task and structure, same shapes); jobs with the same
+    structure compile once. Daemon threads, so an interrupted run exits at once.
+    """
+
+    def __init__(self, jobs: list[tuple[str, str]], n: int, steps: int | None,
+                 workers: int | None = None):
+        import queue
+        import threading
+
+        self.n, self.steps = n, steps
+        self.lock = threading.Lock()
+        self.structures: dict = {}  # (task, structure id) -> Event set when compiled
+        self.done: dict = {}  # (task, scenario) -> Event
+        self.jobs: queue.Queue = queue.Queue()
+        for job in dict.fromkeys(jobs):
+            self.done[job] = threading.Event()
+            self.jobs.put(job)
+        for _ in range(workers or min(2, _cores())):
+            threading.Thread(target=self._work, daemon=True, name="heatsync-prewarm").start()
+
+    def _work(self):
+        import queue
+
+        while True:
+            try:
+                job = self.jobs.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self._compile(*job)
+            except Exception:  # noqa: BLE001 - the cell itself will raise it with context
+                pass
+            finally:
+                self.done[job].set()
+
+    def _compile(self, task: str, scenario: str):
+        import threading
+
+        from heatsync.envs import JaxVectorEnv
+        from heatsync.envs._core import structure_id
+
+        overrides = {} if self.steps is None else {"episode__steps": int(self.steps)}
+        env = JaxVectorEnv(task, self.n, scenario=scenario, **overrides)
+        key = (env.task.name, structure_id(env.params, env.single_action_space.shape))
+        with self.lock:
+            ev = self.structures.get(key)
+            mine = ev is None
+            if mine:
+                ev = self.structures[key] = threading.Event()
+        if not mine:
+            ev.wait()
+            return
+        try:
+            env.reset(seed=list(range(self.n)))
+            space = env.single_action_space
+            env.step(np.zeros((self.n, *space.shape), dtype=space.dtype))
+        finally:
+            ev.set()
+
+    def wait(self, task: str, scenario: str) -> None:
+        """Block until the job of (task, scenario) has compiled (or failed)."""
+        ev = self.done.get((task, scenario))
+        if ev is not None:
+            ev.wait()
+
+
 def _write_bytes_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -742,10 +817,14 @@ def run_benchmark(cfg: BenchmarkConfig, *, registry: dict | None = None,
         tty = sys.stderr.isatty()
         bar = tqdm(total=sum(c[0][3] for c in todo), unit="step", desc="benchmark",
                    dynamic_ncols=True, file=sys.stderr, mininterval=0.2 if tty else 15.0)
+    warm = _Prewarm([(c[0][1], c[1]) for c in todo], len(plan.seeds), plan.steps) \
+        if cfg.prewarm and todo else None
     try:
         for (ctrl, task, name, T), scen, factory in todo:
             if bar is not None:
                 bar.set_description(f"{task}/{name} {ctrl}")
+            if warm is not None:
+                warm.wait(task, scen)
             res = run_cell(task, scen, factory, plan.seeds, plan.steps, controller=ctrl,
                            on_step=bar.update if bar is not None else None)
             report.policy_calls += res.policy_calls
