@@ -1,4 +1,5 @@
-"""Conservation over a day of simulated time (64-bit), and the float32 figure reported.
+"""Conservation over a day of simulated time (64-bit). The float32 figures come from
+the week-long run in test_long_run.py.
 
 Electrical: grid + generator = IT + cooling + losses + change in stored energy.
 Heat: IT heat + pump work = air + chiller + dry cooler + LN2 + change in stored heat.
@@ -27,17 +28,10 @@ def test_energy_and_heat_balances__close_over_a_day_in_float64(name):
     assert k["heat_balance_rel_error"] < 1e-6
 
 
-@pytest.mark.slow
-def test_energy_balance__float32_error_is_small_and_reported():
-    k = simulate(load_scenario("sync-swings"), steps=DAY).kpis
-    print(f"sync-swings 24 h float32: energy balance {k['energy_balance_rel_error']:.1e}, "
-          f"heat balance {k['heat_balance_rel_error']:.1e}")
-    assert k["energy_balance_rel_error"] < 1e-4
-    assert k["heat_balance_rel_error"] < 1e-3
-
-
 def test_grid_outage__balances_close_with_ups_and_generator(x64):
     k = simulate(load_scenario("grid-outage")).kpis
     assert k["energy_gen_kwh"] > 0
     assert k["energy_balance_rel_error"] < 1e-9
     assert k["heat_balance_rel_error"] < 1e-9
+    # the balance is not trivially met: conversion losses are a few % of the draw
+    assert k["energy_loss_kwh"] > 0.01 * k["energy_grid_kwh"]
