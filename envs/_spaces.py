@@ -24,8 +24,8 @@ from gymnasium import spaces
 from heatsync.physics import Params
 from heatsync.physics.plant import rack_max_w
 
-__all__ = ["Segment", "smoothing_segments", "cooling_segments", "decode", "check_action",
-           "box_space", "layout_table"]
+__all__ = ["Segment", "smoothing_segments", "cooling_segments", "decode", "encode",
+           "check_action", "box_space", "layout_table"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +89,50 @@ def decode(a, segments: list[Segment]) -> dict:
     if i != a.shape[-1]:
         raise ValueError(f"action layout covers {i} components, action has {a.shape[-1]}")
     return out
+
+
+def encode(values: dict, segments: list[Segment]) -> np.ndarray:
+    """Map physical values by segment to a [-1, 1] vector: the inverse of :func:`decode`.
+
+    Values are clipped to each segment's ``[lo, hi]`` first (as :func:`decode`
+    clips the action), so ``decode(encode(v))`` equals ``v`` clipped to range.
+    NumPy, host side; a leading batch axis is allowed.
+
+    **Arguments**: ``values`` maps every segment name to a scalar, a ``(size,)``
+    array or a ``(..., size)`` batch (``(...,)`` or ``(..., 1)`` for size-1
+    segments); ``segments`` the layout (:func:`smoothing_segments`,
+    :func:`cooling_segments` or their concatenation).
+
+    **Returns**: float32 array ``(..., total size)``. ``step`` segments encode to
+    +1 where the value is above the middle of the range, else -1.
+    """
+    missing = [s.name for s in segments if s.name not in values]
+    if missing:
+        raise ValueError(f"encode: no value for segment(s) {missing}; "
+                         f"expected {[s.name for s in segments]}")
+    parts, batch = [], None
+    for seg in segments:
+        v = np.asarray(values[seg.name], dtype=np.float64)
+        if seg.size == 1 and (v.ndim == 0 or v.shape[-1] != 1):
+            v = v[..., None]
+        lo = np.asarray(seg.lo, dtype=np.float64)
+        hi = np.asarray(seg.hi, dtype=np.float64)
+        v = np.broadcast_to(v, v.shape[:-1] + (seg.size,))
+        v = np.clip(v, lo, hi)
+        span = np.where(hi > lo, hi - lo, 1.0)
+        if seg.scale == "lin":
+            a = 2.0 * (v - lo) / span - 1.0
+        elif seg.scale == "log":
+            llo, lhi = np.log(lo), np.log(hi)
+            a = 2.0 * (np.log(v) - llo) / np.where(lhi > llo, lhi - llo, 1.0) - 1.0
+        elif seg.scale == "step":
+            a = np.where(v > 0.5 * (lo + hi), 1.0, -1.0)
+        else:  # pragma: no cover - layouts are fixed in code
+            raise ValueError(f"unknown scale {seg.scale!r}")
+        parts.append(a)
+        batch = a.shape[:-1] if batch is None else np.broadcast_shapes(batch, a.shape[:-1])
+    parts = [np.broadcast_to(a, batch + a.shape[-1:]) for a in parts]
+    return np.clip(np.concatenate(parts, axis=-1), -1.0, 1.0).astype(np.float32)
 
 
 def box_space(n: int) -> spaces.Box:
