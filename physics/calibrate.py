@@ -40,9 +40,10 @@ The loss is a sum of squares of a few thousand residuals over a handful of
 parameters, so the Jacobian of the residuals is computed in forward mode (one
 JVP tangent per parameter, vectorized, one jitted function for the residuals
 and their Jacobian, compiled once per trace length, fit list and series list
-and reused across calls). On a 1 h, 10-substep rollout on CPU it costs about 5x
-a forward rollout for five parameters, less than one reverse-mode gradient
-(``scripts/_grad_cost.py``). Two optimizers use it:
+and reused across calls). On a 1 h, 10-substep rollout on CPU it costs 5-10x
+a forward rollout for five parameters, a third to a half of one reverse-mode
+gradient (15-30x a forward rollout; ``scripts/_grad_cost.py``), and needs no
+memory growing with the horizon. Two optimizers use it:
 
 * ``method="lm"`` (default): Levenberg-Marquardt with Marquardt's diagonal
   scaling in ``theta`` (Gauss-Newton steps, damping raised on a rejected step
@@ -99,7 +100,8 @@ parameters.
 Parameters that enter only as a product (e.g. ``flow_rated_kg_s`` and
 ``cp_coolant_j_per_kg_k`` in the coolant capacity rate) cannot be separated
 from any trace; fit one of them. Use float64 (``jax.enable_x64``): an hour is
-36,000 substeps and float32 round-off limits the fit to ~1e-4.
+36,000 substeps, and float32 round-off puts a floor under the loss that stops
+LM early on clean data.
 """
 
 from __future__ import annotations
@@ -175,7 +177,8 @@ class CalibrationResult:
 
     - ``fitted`` / ``nominal``: name -> value (a per-rack field: its rack mean,
       all racks scaled by one factor);
-    - ``std_error``: name -> approximate standard error of the fitted value;
+    - ``std_error``: name -> approximate standard error of the fitted value
+      (``inf`` where the trace does not excite the parameter at all);
     - ``bounds``: name -> ``(lo, hi)`` searched;
     - ``units``: name -> unit of the parameter;
     - ``rms_before`` / ``rms_after``: series -> residual RMS (series unit) at the
@@ -223,9 +226,10 @@ class CalibrationResult:
             nom = self.nominal[n]
             ch = f"{(v / nom - 1.0) * 100:+.2f}%" if nom != 0 else "-"
             lo, hi = self.bounds[n]
+            se = self.std_error[n]
             lines.append(f"{n:<{w}}  {nom:>11.5g}  {v:>11.5g}  {ch:>8}  "
-                         f"{self.std_error[n]:>9.3g}  {f'[{lo:.4g}, {hi:.4g}]':>23}  "
-                         f"{self.units[n]}")
+                         f"{se:>9.3g}  {f'[{lo:.4g}, {hi:.4g}]':>23}  {self.units[n]}"
+                         f"{'  (not excited by this trace)' if math.isinf(se) else ''}")
         ws = max(len(s) for s in (*self.rms_after, "series"))
         lines.append(f"{'series':<{ws}}  {'unit':>5}  {'scale':>10}  {'weight':>6}  "
                      f"{'rms before':>11}  {'rms after':>11}")
@@ -690,9 +694,14 @@ def _adam(evaluate, theta, current, *, iters, tol, verbose, learning_rate):
 
 
 def _std_error(jac, coef, rms, series, dv, names) -> dict[str, float]:
-    """Sandwich standard errors of the values, noise variance per series from ``rms``."""
+    """Sandwich standard errors of the values, noise variance per series from ``rms``.
+
+    A parameter the trace does not excite (a Jacobian column ~0) gets ``inf``.
+    """
     var = (coef ** 2 * np.array([rms[s] ** 2 for s in series])[:, None]).reshape(-1)
     inv = np.linalg.pinv(jac.T @ jac)
     cov = inv @ (jac.T @ (var[:, None] * jac)) @ inv
     se = np.sqrt(np.maximum(np.diag(cov), 0.0)) * np.abs(dv)
+    norm = np.linalg.norm(jac, axis=0)
+    se = np.where(norm <= 1e-10 * max(float(np.max(norm)), 1e-300), np.inf, se)
     return {k: float(se[i]) for i, k in enumerate(names)}

@@ -249,3 +249,17 @@ def test_fittable_params__lists_continuous_plant_constants_only():
     assert "dt_s" not in names and "n_racks" not in names and "n_sub" not in names
     assert all(f.metadata["lo"] is not None or f.metadata["hi"] is not None
                for f in names.values())
+
+
+def test_std_error__unexcited_parameter_is_inf_and_white_noise_matches_least_squares():
+    rng = np.random.default_rng(0)
+    jac = np.zeros((200, 3))
+    jac[:100, 0] = rng.normal(size=100)
+    jac[100:, 1] = rng.normal(size=100)  # column 2 stays 0: the trace does not excite it
+    coef = np.full((2, 100), 0.1)
+    se = calmod._std_error(jac, coef, {"a": 2.0, "b": 2.0}, ("a", "b"), np.ones(3),
+                           ("x", "y", "z"))
+    assert np.isinf(se["z"])
+    # one series, white noise of std 2 (residual units 0.1 * 2): sigma^2 (J^T J)^-1
+    expect = 0.2 / np.linalg.norm(jac[:, :2], axis=0)
+    assert [se["x"], se["y"]] == pytest.approx(list(expect), rel=1e-12)
