@@ -130,7 +130,8 @@ class LowPassStorage(Baseline):
       low-pass (``tau_ups_s``) minus a state-of-charge correction
       ``(soc - ups_soc_ref) E_max / tau_ups_soc_s`` is the desired grid draw,
       and the UPS grid-draw setpoint moves toward it by at most
-      ``ramp_frac`` x the scenario's ramp limit per second. The plant ramps the
+      ``ramp_frac`` x the scenario's ramp limit per second (both held while
+      the grid is down, when the UPS carries the bus). The plant ramps the
       setpoint linearly over the substeps and the UPS (gain 1) covers
       ``demand - setpoint``, so the grid ramp stays below the limit while the
       UPS and the capacitors have room.
@@ -209,12 +210,15 @@ class LowPassStorage(Baseline):
         guess = (np.sum(p_rack_now, axis=1, keepdims=True) / self._eta_dist
                  * (1.0 + self._cool_per_it) + self._pump_w)
         demand = np.where(fresh, guess, p_grid + p_ups)
-        a_ups = 1.0 - np.exp(-dt / self.k("tau_ups_s", n))
+        # during a grid outage the UPS carries the bus whatever the setpoint: hold the filter
+        grid_up = self.k_obs(obs, "grid_up") > 0.5
+        a_ups = (1.0 - np.exp(-dt / self.k("tau_ups_s", n))) * grid_up
         dem_ref = np.where(fresh, demand, st["dem_ref"] + a_ups * (demand - st["dem_ref"]))
         want = dem_ref - (ups_soc - self.k("ups_soc_ref", n)) * self._ups_e / self.k(
             "tau_ups_soc_s", n)
         step = self.k("ramp_frac", n) * self._ramp_limit * dt
-        g = np.where(fresh, want, st["g_prev"] + np.clip(want - st["g_prev"], -step, step))
+        g = np.where(fresh, want, st["g_prev"] + np.clip(want - st["g_prev"], -step, step)
+                     * grid_up)
         g = np.clip(g, 0.0, self._contract)
 
         st.update(fresh=np.zeros_like(fresh), uc_ref=uc_ref,

@@ -118,7 +118,7 @@ def test_rule_based_cooling__keeps_junctions_below_slowdown_on_chiller_trip(cool
 
 @pytest.fixture(scope="module")
 def scheduling():
-    steps = 1200
+    steps = 800
     env = JaxVectorEnv("PowerAwareScheduling-v0", N, episode__steps=steps)
     names = ["fcfs", "easy", "greedy"]
     pols = [BASELINES["PowerAwareScheduling"][k](env) for k in names]
