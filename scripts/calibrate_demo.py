@@ -115,9 +115,10 @@ def nominal_value(sc: Scenario, name: str) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="Noise levels: " + ", ".join(
-                                     f"{k} {v[1] * 100:g} %" if v[0] == "rel" else
-                                     f"{k} {v[1]:g}" for k, v in NOISE.items()))
+                                 epilog="Noise (Gaussian std) with --noise: " + ", ".join(
+                                     f"{k} {v[1] * 100:g} % of its mean" if v[0] == "rel"
+                                     else f"{k} {v[1]:g}{' degC' if k.endswith('_c') else ''}"
+                                     for k, v in NOISE.items()))
     ap.add_argument("--noise", action="store_true",
                     help="add Gaussian measurement noise to the trace")
     ap.add_argument("--noise-seed", type=int, default=0, help="seed of the measurement noise")
