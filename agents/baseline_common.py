@@ -103,9 +103,19 @@ def fixed_physical(params: EnvParams, segments) -> dict[str, np.ndarray]:
 
 
 class Baseline:
-    """Base class: batching, filter state, constants. Subclasses set ``name``,
-    ``task_name``, implement ``_act(obs) -> action batch`` and, for filters,
-    ``_init_state(n)`` (dict of arrays) used for new episodes."""
+    """Base class of the baselines: batching, per-env filter state, constants.
+
+    **Arguments**: ``env`` (a heatsync env of any face, an
+    :class:`~heatsync.envs.EnvParams`, or ``None`` for the task's default
+    scenario); ``task`` (only to drive another task's observation layout, as
+    the Facility controller's components do); ``constants`` override the
+    tuned values of ``configs/controllers.yaml`` (scalars, or arrays of shape
+    ``(N,)`` giving each env its own setting).
+
+    Subclasses set ``name`` (the YAML key) and ``task_name``, implement
+    ``_act(obs) -> action batch`` and, for filters, ``_init_state(n)`` (a dict
+    of arrays with leading axis ``n``) used for new episodes.
+    """
 
     name: ClassVar[str] = ""
     task_name: ClassVar[str] = ""

@@ -3,6 +3,7 @@ and scheduling baselines side by side, each on its part of the action."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,8 @@ __all__ = ["FacilityRule", "COMPONENTS"]
 
 #: components by part and name
 COMPONENTS = {
-    "power": {"lowpass": LowPassStorage, "firmware": FirmwareSmoothing},
+    "power": {"lowpass": LowPassStorage, "lowpass_ups": partial(LowPassStorage, uc_gain=0.0),
+              "firmware": FirmwareSmoothing},
     "cooling": {"thermostat": ThermostatLN2, "pid": SupplyPID},
     "scheduling": {"greedy": PowerCappedGreedy, "easy": EasyBackfill, "fcfs": FCFS,
                    "carbon": CarbonAwareDeferral},
@@ -27,8 +29,9 @@ class FacilityRule(Baseline):
     """Combined rule-based facility controller: one baseline per part of the action.
 
     **Rule**: the power part (per-rack GPU knobs, ultracapacitors, UPS: the
-    first 6R + 2 components) comes from ``power`` (default
-    :class:`~heatsync.agents.LowPassStorage`), the cooling part (pump, supply
+    first 6R + 2 components) comes from ``power`` (default ``lowpass_ups``:
+    :class:`~heatsync.agents.LowPassStorage` with the UPS covering the fast
+    part too), the cooling part (pump, supply
     setpoint, LN2 valve and order) from ``cooling`` (default
     :class:`~heatsync.agents.ThermostatLN2`) and job placement from
     ``scheduling`` (default :class:`~heatsync.agents.PowerCappedGreedy`),

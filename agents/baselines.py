@@ -24,6 +24,7 @@ BASELINES: dict[str, dict] = {
         "fixed": partial(FixedSetpoints, task="PowerSmoothing"),
         "firmware": FirmwareSmoothing,
         "lowpass": LowPassStorage,
+        "lowpass_ups": partial(LowPassStorage, uc_gain=0.0),
     },
     "CoolingDispatch": {
         "fixed": partial(FixedSetpoints, task="CoolingDispatch"),
