@@ -60,7 +60,8 @@ class SB3Policy:
 
     **Arguments**: ``model`` (an SB3 algorithm), ``obs_norm`` (an unpickled
     ``VecNormalize`` or ``None``), ``name``, ``config`` (the run's ``config.yml``).
-    Attributes: ``algo``, ``env_id``, ``scenario``, ``env_kwargs``, ``path``.
+    Attributes: ``algo``, ``env_id``, ``scenario``, ``env_kwargs``, ``path``,
+    ``tuned_on`` (task, scenario and first seeds of the training envs).
     """
 
     def __init__(self, model, obs_norm=None, name: str = "", config: dict | None = None,
@@ -76,6 +77,18 @@ class SB3Policy:
         self.env_kwargs = dict((self.config.get("hyperparams") or {}).get("env_kwargs") or {})
         self.observation_space = model.observation_space
         self.action_space = model.action_space
+        #: what the model was trained on, for the benchmark's held-out split (None: unknown)
+        self.tuned_on = self._tuned_on()
+
+    def _tuned_on(self) -> dict | None:
+        seeds = self.config.get("env_seeds")
+        if not self.env_id or not seeds:
+            return None
+        steps = self.env_kwargs.get("episode__steps")
+        return {"task": self.env_id.split("/")[-1].removesuffix("-v0"),
+                "scenarios": [self.scenario], "seeds": list(range(seeds[0], seeds[1] + 1)),
+                "steps": steps, "objective": "the env reward (SB3 training; each env's episodes "
+                "after the first continue its key chain)"}
 
     @classmethod
     def load(cls, path: str | os.PathLike, which: str = "auto",

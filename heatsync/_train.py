@@ -71,6 +71,7 @@ __all__ = [
     "make_vec_env", "warm_up", "PlantKPIs", "StepTimer", "PlantKPICallback", "HParamCallback",
     "HeldOutEvalCallback", "CheckpointCallback", "ProgressBarCallback", "new_run_dir",
     "write_run_files", "latest_checkpoint", "parse_args", "check_task_algo", "yaml_load",
+    "hyperparams_help",
 ]
 
 #: algorithm name -> stable-baselines3 class name
@@ -337,6 +338,19 @@ SCRIPT_KEYS = ("n_envs", "n_timesteps", "policy", "normalize", "env_kwargs", "no
 def allowed_keys(algo: str) -> list[str]:
     """Hyperparameter keys ``algo`` accepts."""
     return sorted(k for k, (algos, *_rest) in SCHEMA.items() if algo in algos)
+
+
+def hyperparams_help() -> str:
+    """The hyperparameter keys, what each allows and means, and the algorithms taking it."""
+    lines = ["hyperparameter keys (YAML or --hyperparams key=value):"]
+    for k in sorted(SCHEMA):
+        algos, _, desc, meaning = SCHEMA[k]
+        which = "all" if set(algos) == set(ALL) else ", ".join(algos)
+        lines.append(f"  {k} [{which}]: {meaning}; {desc}")
+    lines.append("  policy_kwargs keys: the SB3 policy's arguments, e.g. net_arch "
+                 "([64, 64] or {pi: [...], vf|qf: [...]}), activation_fn "
+                 f"({', '.join(ACTIVATIONS)}), log_std_init, ortho_init")
+    return "\n".join(lines)
 
 
 def _check_value(algo: str, key: str, value, where: str):
@@ -1074,14 +1088,15 @@ def field_docs(cls) -> dict[str, str]:
     return docs
 
 
-def parse_args(cls, argv: Sequence[str] | None = None, description: str | None = None):
+def parse_args(cls, argv: Sequence[str] | None = None, description: str | None = None,
+               epilog: str | None = None):
     """An instance of dataclass ``cls`` from the command line: one ``--flag`` per field,
     its docstring as the help text; ``bool`` fields get ``--x/--no-x``, lists take
     several values."""
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
     parser = argparse.ArgumentParser(
-        description=description or cls.__doc__,
+        description=description or cls.__doc__, epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]

@@ -50,6 +50,7 @@ from heatsync._train import (
     check_algo,
     check_task_algo,
     default_hyperparams_path,
+    hyperparams_help,
     latest_checkpoint,
     load_hyperparams,
     make_vec_env,
@@ -88,7 +89,10 @@ class Args:
     """hyperparameter overrides key=value, values in YAML (e.g. n_timesteps=50000
     learning_rate=lin_1e-3 policy_kwargs.net_arch=[64,64] normalize=false)"""
     seed: int = 0
-    """seed of the model and of the training envs (env i gets seed + i)"""
+    """seed of the model (torch, action sampling)"""
+    env_seed: int | None = None
+    """first seed of the training envs: env i starts with env_seed + i (default
+    1000 x (seed + 1), so seeds 0-4, held out for the benchmark, are never trained on)"""
     eval_seed: int = 1_000_000
     """first seed of the held-out evaluation episodes (eval env i gets eval_seed + i)"""
     eval_freq: int = 25_000
@@ -109,8 +113,10 @@ class Args:
     --device, --threads, --jax-cache and --log-interval are ignored)"""
     device: str = "auto"
     """torch device: auto, cpu, cuda"""
-    threads: int = 0
-    """torch CPU threads (0: torch's default)"""
+    threads: int = 1
+    """torch CPU threads (0: torch's default). One is fastest for these small MLPs and
+    does not fight the JAX env for cores (two threads on a busy 2-core machine made
+    each gradient step 30x slower)"""
     jax_cache: str = "~/.cache/heatsync/jax"
     """persistent JAX compilation cache directory ('' to disable): the env's first
     compile takes ~30 s on CPU, a cached one a few seconds"""
@@ -126,7 +132,7 @@ class Args:
 def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> Path:
     """Train as the command line says; returns the run directory. ``callbacks`` are
     extra SB3 callbacks (tests use one to interrupt a run)."""
-    args = parse_args(Args, argv, description=__doc__)
+    args = parse_args(Args, argv, description=__doc__, epilog=hyperparams_help())
     cli = args
 
     # ---- 1. the run: a new one, or the one being resumed (its saved config wins) -------------
@@ -162,6 +168,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> Path:
         raise ConfigError(f"scenario / env_kwargs: {e}") from None
     check_task_algo(algo, task.env_id, task.action_space(params))
     n_envs, n_timesteps = hp["n_envs"], hp["n_timesteps"]
+    env_seed = args.env_seed if args.env_seed is not None else 1000 * (args.seed + 1)
     gamma = hp.get("gamma", 0.99)
 
     # ---- 3. run directory: resolved config, command line and seed beside the model -------------
@@ -171,6 +178,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> Path:
         run_dir.mkdir(parents=True, exist_ok=True)
         config = {"algo": algo, "env_id": task.env_id,
                   "scenario": args.scenario or task.default_scenario, "seed": args.seed,
+                  "env_seeds": [env_seed, env_seed + n_envs - 1],
                   "n_timesteps": n_timesteps, "hyperparams": hp,
                   "hyperparams_file": str(args.conf_file or default_hyperparams_path(algo)),
                   "args": dataclasses.asdict(args), "versions": versions()}
@@ -201,6 +209,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> Path:
         model = Algo(hp.get("policy", "MlpPolicy"), venv, seed=args.seed, verbose=args.verbose,
                      tensorboard_log=tb_dir, device=args.device,
                      **algo_kwargs(algo, hp, venv.action_space))
+        venv.seed(env_seed)  # after the model, which seeds the envs with its own seed
     else:
         ckpt_path, ckpt_steps = checkpoint
         stats = ckpt_path.with_name(f"vecnormalize_{ckpt_steps}.pkl")
@@ -212,7 +221,8 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> Path:
         buffer = run_dir / "checkpoints" / "replay_buffer.pkl"
         if algo in ("sac", "td3") and buffer.exists():
             model.load_replay_buffer(str(buffer))
-        model.set_random_seed(args.seed + ckpt_steps)  # fresh episodes after the checkpoint
+        model.set_random_seed(args.seed + ckpt_steps)  # fresh noise after the checkpoint...
+        venv.seed(env_seed + n_envs)  # ...and fresh episodes (a block after the first)
         print(f"resuming {run_dir} from {ckpt_path.name} ({ckpt_steps} of {n_timesteps} steps)")
 
     # ---- 6. callbacks: plant KPIs, hyperparameters, evaluation, checkpoints, progress ----------

@@ -125,6 +125,8 @@ def test_train__each_algo_finishes_and_logs_plant_kpis(tmp_path, algo):
 
     # the run loads back as a Policy acting on batched and single observations
     policy = SB3Policy.load(run)
+    assert policy.tuned_on["scenarios"] == ["chiller-trip"]
+    assert min(policy.tuned_on["seeds"]) >= 100  # seeds 0-4 are the benchmark's held-out ones
     obs = np.random.default_rng(0).normal(size=(5, OBS_DIM)).astype(np.float32)
     a = policy.act(obs)
     assert a.shape == (5, ACT_DIM) and a.dtype == np.float32
