@@ -19,6 +19,7 @@ limit`` (largest grid ramp after the warm-up at most the scenario's limit).
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import time
 
@@ -45,10 +46,26 @@ def grid_search(factory, task: str, grid: dict, *, scenario=None, seeds=(100, 10
     warm-up, max); ``overrides`` go to the env (``queue=...`` and scenario
     overrides).
 
+    Grid values that are strings (component choices of the Facility
+    controller) cannot vary across the envs of one batch: each of their
+    combinations gets its own batched rollout over the numeric grid.
+
     **Returns**: list of dicts (one per setting: the constants, ``reward``
     mean per step over seeds, ``reward_std`` over seeds, and the summaries),
     best reward first.
     """
+    cat = [k for k in grid if any(isinstance(v, str) for v in grid[k])]
+    if cat:
+        rows = []
+        numeric = {k: v for k, v in grid.items() if k not in cat}
+        for combo in itertools.product(*(grid[k] for k in cat)):
+            fixed = dict(zip(cat, combo, strict=True))
+            for r in grid_search(functools.partial(factory, **fixed), task, numeric,
+                                 scenario=scenario, seeds=seeds, steps=steps, warmup=warmup,
+                                 info_keys=info_keys, **overrides):
+                rows.append({**fixed, **r})
+        rows.sort(key=lambda r: -r["reward"])
+        return rows
     names = list(grid)
     combos = list(itertools.product(*(grid[k] for k in names)))
     n_set, n_seed = len(combos), len(seeds)
@@ -106,7 +123,7 @@ def tune(controller: str, top: int = 15):
     spec = controller_config(controller).get("tuned_on")
     if not spec:
         raise ValueError(f"{controller}: not tuned (no tuned_on in controllers.yaml)")
-    factory = BASELINES[spec["task"]][controller]
+    factory = _factory(BASELINES[spec["task"]], controller)
     grid = spec["grid"]
     per_scenario = []
     for sc in spec["scenarios"]:
@@ -129,6 +146,17 @@ def tune(controller: str, top: int = 15):
     out.sort(key=lambda r: (not r["feasible"], -r["reward"]))
     _print(out, top)
     return out
+
+
+def _factory(table: dict, controller: str):
+    """The registry entry of ``controller`` (a registry name or a controllers.yaml key)."""
+    if controller in table:
+        return table[controller]
+    for f in table.values():
+        base = getattr(f, "func", f)
+        if getattr(base, "name", None) == controller and not getattr(f, "keywords", None):
+            return f
+    raise KeyError(f"{controller}: no baseline of that name in the registry")
 
 
 def _feasible(row, constraints, limit, steps):
