@@ -72,6 +72,52 @@ class HeatsyncEnv(gymnasium.Env):
         """A label per action component."""
         return self.task.action_names(self.params)
 
+    def get_state(self) -> dict:
+        """A snapshot of the env mid-episode: the functional state and key chain as
+        NumPy arrays plus the render history; picklable (``pickle.dump`` it to
+        checkpoint). :meth:`set_state` restores it, and the continuation is
+        identical to the one the env would have run."""
+        if self._state is None:
+            raise gymnasium.error.ResetNeeded("call reset() before get_state()")
+        return {
+            "format": "heatsync-env-state/1",
+            "task": self.task.name,
+            "shapes": self._snapshot_shapes(),
+            "state": jax.device_get(self._state),
+            "rng": np.asarray(self._rng),
+            "history": list(self._history),
+        }
+
+    def _snapshot_shapes(self) -> dict:
+        return {"observation": tuple(self.observation_space.shape),
+                "action": tuple(self.action_space.shape), "racks": int(self.params.plant.n_racks)}
+
+    def set_state(self, snapshot: dict) -> None:
+        """Restore a snapshot from :meth:`get_state` of an env of the same task and
+        structure (scenario shapes and queue settings); raises ``ValueError``
+        naming what differs otherwise."""
+        if not isinstance(snapshot, dict) or snapshot.get("format") != "heatsync-env-state/1":
+            raise ValueError("snapshot: expected a dict from HeatsyncEnv.get_state() "
+                             "(format 'heatsync-env-state/1')")
+        if snapshot["task"] != self.task.name:
+            raise ValueError(f"snapshot.task: {snapshot['task']!r} does not match this env's "
+                             f"task {self.task.name!r}")
+        if snapshot["shapes"] != self._snapshot_shapes():
+            raise ValueError(f"snapshot.shapes: taken on an env with observation/action shapes "
+                             f"{snapshot['shapes']}, this env has {self._snapshot_shapes()}")
+        ref = self._state if self._state is not None else drive_reset(
+            self.task, self._sid, _seed_key(0), self.params)[1]
+        ref_leaves, treedef = jax.tree_util.tree_flatten(ref)
+        leaves = jax.tree_util.tree_leaves(snapshot["state"])
+        if len(leaves) != len(ref_leaves) or any(
+                np.shape(a) != np.shape(b) for a, b in zip(leaves, ref_leaves, strict=True)):
+            raise ValueError("snapshot.state: leaf shapes differ from this env's state")
+        self._state = jax.tree_util.tree_unflatten(treedef, [
+            jax.numpy.asarray(a, dtype=b.dtype) for a, b in zip(leaves, ref_leaves, strict=True)])
+        self._rng = jax.numpy.asarray(snapshot["rng"], dtype=jax.numpy.uint32)
+        self._history.clear()
+        self._history.extend(snapshot["history"])
+
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         if seed is not None:
