@@ -52,13 +52,14 @@ import os
 import platform
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from heatsync._io import write_bytes_atomic, write_text_atomic
 
 __all__ = [
     "BenchmarkConfig", "BenchmarkError", "BenchmarkReport", "CellResult", "ID_COLUMNS",
@@ -604,21 +605,8 @@ class _Prewarm:
             ev.wait()
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    _write_bytes_atomic(path, text.encode())
+_write_bytes_atomic = write_bytes_atomic  # the helpers live in heatsync._io
+_write_text_atomic = write_text_atomic
 
 
 _INT_COLUMNS = {"episode_steps", "seed", "steps", "terminated", "tuned_scenario"}

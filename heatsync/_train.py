@@ -64,6 +64,7 @@ from stable_baselines3.common.logger import HParam
 from stable_baselines3.common.vec_env import VecEnvWrapper, VecMonitor, VecNormalize
 from tqdm.auto import tqdm
 
+from heatsync._io import atomic_path, write_text_atomic
 from heatsync.envs._terms import J_PER_KWH, SECONDS_PER_MONTH
 
 __all__ = [
@@ -838,6 +839,10 @@ class HParamCallback(BaseCallback):
         return True
 
 
+#: hidden folder SB3's EvalCallback writes into before the files are moved into place
+PARTIAL = ".partial"
+
+
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -862,7 +867,8 @@ class HeldOutEvalCallback(EvalCallback):
     def __init__(self, eval_env, run_dir: Path, eval_seed: int, eval_freq: int,
                  n_eval_episodes: int, verbose: int = 0):
         super().__init__(eval_env, n_eval_episodes=n_eval_episodes, eval_freq=eval_freq,
-                         log_path=str(run_dir), best_model_save_path=str(run_dir),
+                         log_path=str(Path(run_dir) / PARTIAL),
+                         best_model_save_path=str(Path(run_dir) / PARTIAL),
                          deterministic=True, verbose=verbose, warn=False)
         self.run_dir = Path(run_dir)
         self.eval_seed = int(eval_seed)
@@ -895,14 +901,16 @@ class HeldOutEvalCallback(EvalCallback):
         self._kpis = []
         best_before = self.best_mean_reward
         go = super()._on_step()
+        self._publish()
         self.last_kpis = {k: float(np.mean([d[k] for d in self._kpis])) for k in KPI_NAMES} \
             if self._kpis else {}
         self._append_row()
         if self.best_mean_reward > best_before:
             vn = self.model.get_vec_normalize_env()
             if vn is not None:
-                vn.save(str(self.run_dir / "best_vecnormalize.pkl"))
-            (self.run_dir / "best.json").write_text(json.dumps(
+                with atomic_path(self.run_dir / "best_vecnormalize.pkl") as tmp:
+                    vn.save(str(tmp))
+            write_text_atomic(self.run_dir / "best.json", json.dumps(
                 {"mean_reward": self.best_mean_reward, "timesteps": self.num_timesteps}))
         return go
 
@@ -917,16 +925,21 @@ class HeldOutEvalCallback(EvalCallback):
         finally:
             self.n_calls = n_calls
 
+    def _publish(self) -> None:
+        """Move what SB3 just wrote into the hidden folder over the run's files (each
+        rename is atomic, so a killed run never leaves a half-written one)."""
+        part = self.run_dir / PARTIAL
+        for name in ("evaluations.npz", "best_model.zip"):
+            if (part / name).exists():
+                os.replace(part / name, self.run_dir / name)
+
     def _append_row(self) -> None:
         path = self.run_dir / "eval_kpis.csv"
         row = {"timesteps": self.num_timesteps, "mean_reward": self.last_mean_reward,
                "std_reward": float(np.std(self.evaluations_results[-1])), **self.last_kpis}
-        new = not path.exists()
-        with path.open("a") as f:
-            if new:
-                f.write(",".join(row) + "\n")
-            f.write(",".join(f"{v:.6g}" if isinstance(v, float) else str(v)
-                             for v in row.values()) + "\n")
+        old = path.read_text() if path.exists() else ",".join(row) + "\n"
+        line = ",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row.values())
+        write_text_atomic(path, old + line + "\n")
 
 
 class CheckpointCallback(BaseCallback):
@@ -959,14 +972,15 @@ def save_checkpoint(model, directory: Path, save_replay_buffer: bool) -> Path:
     steps = int(model.num_timesteps)
     vn = model.get_vec_normalize_env()
     if vn is not None:
-        vn.save(str(directory / f"vecnormalize_{steps}.pkl"))
+        with atomic_path(directory / f"vecnormalize_{steps}.pkl") as tmp:
+            vn.save(str(tmp))
     if save_replay_buffer and getattr(model, "replay_buffer", None) is not None:
-        tmp = directory / "replay_buffer.tmp.pkl"
-        model.save_replay_buffer(str(tmp))
-        os.replace(tmp, directory / "replay_buffer.pkl")
-        (directory / "replay_buffer.json").write_text(json.dumps({"timesteps": steps}))
+        with atomic_path(directory / "replay_buffer.pkl") as tmp:
+            model.save_replay_buffer(str(tmp))
+        write_text_atomic(directory / "replay_buffer.json", json.dumps({"timesteps": steps}))
     path = directory / f"model_{steps}.zip"
-    model.save(str(path))
+    with atomic_path(path) as tmp:
+        model.save(str(tmp))
     return path
 
 
@@ -1035,13 +1049,13 @@ def write_run_files(run_dir: Path, config: dict, argv: Sequence[str] | None,
     """Save ``config.yml`` (resolved config, seed, versions) and append the command
     line to ``command.txt``."""
     run_dir = Path(run_dir)
-    (run_dir / "config.yml").write_text(_yaml_dump(config))
+    write_text_atomic(run_dir / "config.yml", _yaml_dump(config))
     cmd = " ".join(shlex.quote(a) for a in [sys.executable, *(sys.argv[:1]),
                                             *(sys.argv[1:] if argv is None else argv)])
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     with (run_dir / "command.txt").open("a") as f:
         f.write(f"# {stamp}{' ' + note if note else ''}\n{cmd}\n")
-    (run_dir / "seed.txt").write_text(f"{config['seed']}\n")
+    write_text_atomic(run_dir / "seed.txt", f"{config['seed']}\n")
 
 
 def read_run_config(run_dir: str | os.PathLike) -> dict:
@@ -1054,10 +1068,12 @@ def read_run_config(run_dir: str | os.PathLike) -> dict:
 
 def save_final(model, run_dir: Path) -> None:
     """``model.zip`` and ``vecnormalize.pkl`` of the finished run."""
-    model.save(str(Path(run_dir) / "model.zip"))
     vn = model.get_vec_normalize_env()
     if vn is not None:
-        vn.save(str(Path(run_dir) / "vecnormalize.pkl"))
+        with atomic_path(Path(run_dir) / "vecnormalize.pkl") as tmp:
+            vn.save(str(tmp))
+    with atomic_path(Path(run_dir) / "model.zip") as tmp:  # last: a run is done once it exists
+        model.save(str(tmp))
 
 
 def setup_jax_cache(path: str | None) -> None:

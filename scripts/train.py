@@ -38,6 +38,7 @@ import torch
 from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.vec_env import VecNormalize
 
+from heatsync._io import write_text_atomic
 from heatsync._train import (
     ALGOS,
     CheckpointCallback,
@@ -260,7 +261,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> Path:
     timing.update(steps=int(model.num_timesteps) - (checkpoint[1] if checkpoint else 0),
                   n_envs=n_envs, torch_threads=torch.get_num_threads(), compile_s=compile_s)
     timing["wall_s_per_100k_steps"] = timing["wall_s"] / max(timing["steps"], 1) * 1e5
-    (run_dir / "timing.json").write_text(json.dumps(timing, indent=1))
+    write_text_atomic(run_dir / "timing.json", json.dumps(timing, indent=1))
     summary = (f"{algo} {task.env_id} seed {args.seed}: {model.num_timesteps} steps, "
                f"{timing['wall_s']:.0f} s ({timing['wall_s_per_100k_steps']:.0f} s per 100k "
                f"steps, {100 * timing['env_step_share']:.0f} % stepping the env)")
