@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import jax
 import pytest
+from conftest import simulate_many
 
 from heatsync.physics import load_scenario, simulate
 
 DAY = 86_400
+DAY_SCENARIOS = ["default", "sync-swings", "heatwave", "chiller-trip"]
+
+
+@pytest.fixture(scope="module")
+def days():
+    """The four scenarios' days as one vmapped float64 rollout."""
+    with jax.enable_x64(True):
+        return simulate_many(DAY_SCENARIOS, DAY)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["default", "sync-swings", "heatwave", "chiller-trip"])
-def test_energy_and_heat_balances__close_over_a_day_in_float64(name):
-    with jax.enable_x64(True):
-        k = simulate(load_scenario(name), steps=DAY).kpis
+@pytest.mark.parametrize("name", DAY_SCENARIOS)
+def test_energy_and_heat_balances__close_over_a_day_in_float64(days, name):
+    k = days[name].kpis
     print(f"{name}: 24 h energy balance {k['energy_balance_rel_error']:.1e}, "
           f"heat balance {k['heat_balance_rel_error']:.1e} (float64)")
     assert k["duration_s"] == DAY

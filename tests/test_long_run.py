@@ -12,19 +12,24 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from heatsync.physics import load_scenario, simulate
+from conftest import simulate_many
 
 WEEK = 7 * 86_400
 DAY = 86_400
+NAMES = ["default", "heatwave"]
+
+
+@pytest.fixture(scope="module")
+def weeks():
+    """Both weeks as one vmapped float32 rollout (about the wall time of one)."""
+    return simulate_many(NAMES, WEEK)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["default", "heatwave"])
-def test_week__stays_bounded_balances_close_and_does_not_drift(name):
-    sc = load_scenario(name)
-    res = simulate(sc, steps=WEEK)
-    k, s = res.kpis, res.series
+@pytest.mark.parametrize("name", NAMES)
+def test_week__stays_bounded_balances_close_and_does_not_drift(weeks, name):
+    res = weeks[name]
+    sc, k, s = res.scenario, res.kpis, res.series
     print(f"{name} 7 days float32: energy balance {k['energy_balance_rel_error']:.1e}, heat "
           f"balance {k['heat_balance_rel_error']:.1e}, Tj max {k['t_junction_max_c']:.1f} degC")
     assert k["duration_s"] == WEEK

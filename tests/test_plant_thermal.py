@@ -151,16 +151,17 @@ def _random_policy(seed):
     return policy
 
 
-def test_random_actions__no_state_leaves_its_physical_range_for_1e5_steps():
+def test_random_actions__no_state_leaves_its_physical_range_for_3e4_steps():
+    """Random actions over every actuator through every fault kind (8.3 h, 3e5 substeps)."""
     sc = load_scenario("vent-failure", faults=[
-        {"kind": "chiller-trip", "start_s": 1000.0, "duration_s": 20000.0},
-        {"kind": "pump-failure", "start_s": 30000.0, "duration_s": 600.0},
-        {"kind": "grid-outage", "start_s": 50000.0, "duration_s": 900.0},
-        {"kind": "vent-failure", "start_s": 60000.0, "duration_s": 5000.0},
-        {"kind": "heat-wave", "start_s": 70000.0, "duration_s": 30000.0, "magnitude": 10.0},
+        {"kind": "chiller-trip", "start_s": 300.0, "duration_s": 6000.0},
+        {"kind": "pump-failure", "start_s": 9000.0, "duration_s": 600.0},
+        {"kind": "grid-outage", "start_s": 15000.0, "duration_s": 900.0},
+        {"kind": "vent-failure", "start_s": 18000.0, "duration_s": 5000.0},
+        {"kind": "heat-wave", "start_s": 21000.0, "duration_s": 9000.0, "magnitude": 10.0},
     ])
     p = sc.params
-    n = 100_000
+    n = 30_000
     _, ser = rollout(p, sc.exo, sc.init_state(), jax.random.PRNGKey(0), None, n,
                      policy=_random_policy(1))
     s = jax.device_get(ser)
@@ -179,7 +180,7 @@ def test_random_actions__no_state_leaves_its_physical_range_for_1e5_steps():
         assert s[k].min() >= 0, k
     # the random walk visited the hard corners
     assert s["trips"].sum() > 0 and s["ln2_used_kg"].sum() > 0 and s["e_gen_j"].sum() > 0
-    print(f"1e5 random steps: max junction {s['t_junction_max_c'].max():.1f} degC, "
+    print(f"3e4 random steps: max junction {s['t_junction_max_c'].max():.1f} degC, "
           f"trips {s['trips'].sum():.0f}, min O2 {s['o2_frac'].min():.3f}, "
           f"supply {s['t_supply_c'].min():.1f}..{s['t_supply_c'].max():.1f} degC")
 
