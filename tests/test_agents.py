@@ -10,6 +10,7 @@ info (the online values of the plant state).
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -257,3 +258,21 @@ def test_load_policy__bad_paths_raise_policy_error():
         load_policy("heatsync.no_such_module:Policy")
     with pytest.raises(PolicyError, match="module:attr"):
         load_policy("LowPassStorage")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_sb3_policy__corrupt_model_file_raises_policy_error_naming_it(tmp_path, damage):
+    """A run directory whose model zip was cut short, overwritten or emptied."""
+    import shutil
+
+    from heatsync.agents.sb3_policy import SB3Policy
+
+    src = Path(__file__).resolve().parents[1] / "models" / "ppo-PowerSmoothing-s0"
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    model = run / "best_model.zip"
+    data = model.read_bytes()
+    model.write_bytes({"truncated": data[: len(data) // 2], "garbage": b"not a zip" * 100,
+                       "empty": b""}[damage])
+    with pytest.raises(PolicyError, match="best_model.zip: does not load as an SB3 model"):
+        SB3Policy.load(run)
