@@ -21,3 +21,16 @@ def test_ci__runs_exactly_the_readme_test_command():
     test_cmd = blocks[2].split("```")[0].strip()
     assert "pytest" in test_cmd
     assert test_cmd in ci
+
+
+def test_readme__every_test_it_cites_exists():
+    """The guarantee and bad-input tables cite tests as ``file.py::name...`` (a prefix)."""
+    import re
+
+    cited = re.findall(r"`(?:tests/)?(test_\w+\.py)(?:::(test_\w+?)(?:\.\.\.|\[|`))?", README)
+    assert len(cited) > 10
+    for file, name in cited:
+        path = ROOT / "tests" / file
+        assert path.is_file(), file
+        if name:
+            assert re.search(rf"^def {re.escape(name)}", path.read_text(), re.M), (file, name)
