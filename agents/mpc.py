@@ -489,6 +489,9 @@ class GradientMPC:
                              f"supported: {sorted(DEFAULTS)}")
         cfg = DEFAULTS[self.task.name] if config is None else config
         self.config = dataclasses.replace(cfg, **overrides) if overrides else cfg
+        #: the weights and step sizes of DEFAULTS were set by hand on the task's default
+        #: scenario with seeds 0-2 (the benchmark reports other seeds as held-out)
+        self.tuned_on = {"scenarios": [self.task.default_scenario], "seeds": [0, 1, 2]}
         self.env = env
         self.last_info: dict = {}
         self.reset()

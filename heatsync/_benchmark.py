@@ -213,16 +213,20 @@ def parse_seeds(text: str | Iterable[int]) -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
+#: controllers run only when named in ``--controllers``: the gradient MPC
+#: differentiates the plant over its horizon at every re-plan (minutes per cell)
+OPT_IN = ("mpc-persistence", "mpc-perfect")
+
+
 def _registry() -> dict[str, dict[str, Callable]]:
-    """``heatsync.agents.BASELINES`` (``{}`` until the baselines exist)."""
-    try:
-        from heatsync.agents import BASELINES
-    except ImportError:
-        try:
-            from heatsync.agents.baselines import BASELINES
-        except ImportError:
-            return {}
-    return BASELINES
+    """``heatsync.agents.BASELINES`` plus the gradient MPC factories (opt-in)."""
+    from heatsync.agents import BASELINES
+    from heatsync.agents.mpc import MPC_FACTORIES
+
+    reg = {t: dict(per) for t, per in BASELINES.items()}
+    for t, per in MPC_FACTORIES.items():
+        reg.setdefault(t, {}).update(per)
+    return reg
 
 
 def _task_name(name: str) -> str:
@@ -267,7 +271,7 @@ def resolve(cfg: BenchmarkConfig, registry: dict | None = None) -> _Plan:
     controllers: dict[str, dict[str, Callable]] = {}
     for t in tasks:
         per = registry.get(t, {})
-        names = list(per) if cfg.controllers is None else \
+        names = [n for n in per if n not in OPT_IN] if cfg.controllers is None else \
             [c for c in cfg.controllers if c in per]
         controllers[t] = {n: per[n] for n in names}
     custom = list(dict.fromkeys(cfg.policies))
@@ -1208,9 +1212,10 @@ def build_parser(prog: str = "scripts/benchmark.py") -> argparse.ArgumentParser:
                     "resume an interrupted run.",
         epilog=EPILOG % {"default_steps": DEFAULT_STEPS, "quick_steps": QUICK_STEPS})
     ap.add_argument("--controllers", type=_csv_list, default=None, metavar="A,B",
-                    help="baselines to run, comma-separated (names from "
-                         "heatsync.agents.BASELINES; default: every baseline of each task; "
-                         "'none': only --policy)")
+                    help="controllers to run, comma-separated (names from "
+                         "heatsync.agents.BASELINES, plus the gradient MPC 'mpc-persistence' "
+                         "and 'mpc-perfect', which run only when named; default: every "
+                         "baseline of each task; 'none': only --policy)")
     ap.add_argument("--tasks", type=_csv_list, default=None, metavar="T1,T2",
                     help=f"tasks, names or env ids (default: {', '.join(TASK_ORDER)})")
     ap.add_argument("--scenarios", type=_csv_list, default=None, metavar="S1,S2",
