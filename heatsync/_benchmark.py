@@ -951,6 +951,59 @@ def _all_kpi_table(task: str, per_ctrl: dict) -> list[str]:
     return lines
 
 
+#: per task, (KPI, how, allowance) side conditions under which a controller "beats" the
+#: best baseline on the main KPI: no more lost work (PowerSmoothing); no throttling and no
+#: overcooling (CoolingDispatch); ``allowance`` is the absolute slack
+SIDE_CONDITIONS: dict[str, tuple[tuple[str, str, float], ...]] = {
+    "PowerSmoothing": (("work_lost_frac", "le_best", 1e-4),),
+    "CoolingDispatch": (("throttled_gpu_s", "zero", 0.0), ("overcool_k_s", "zero", 0.0)),
+}
+
+
+def _baseline_names(task: str) -> set[str]:
+    from heatsync.agents import BASELINES
+
+    return set(BASELINES.get(task, {}))
+
+
+def _versus_table(task: str, per_ctrl: dict[str, list[dict]]) -> list[str]:
+    """Each controller that is not a rule-based baseline (MPC, trained agents, user
+    policies) against the best-ranked baseline on the same seeds, with the verdict."""
+    base = _baseline_names(task)
+    others = [c for c in per_ctrl if c not in base]
+    bases = {c: rs for c, rs in per_ctrl.items() if c in base}
+    if not others or not bases:
+        return []
+    kpi, how, _ = MAIN_KPI[task]
+    side = SIDE_CONDITIONS.get(task, ())
+    better = (lambda a, b: a < b) if how == "min" else (lambda a, b: a > b)
+    head = ["controller", "seeds", f"`{kpi}`", "best baseline", f"its `{kpi}`",
+            *[f"`{k}` (it / baseline)" for k, _, _ in side], "beats it?"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in _ranked(task, per_ctrl):
+        if c not in others:
+            continue
+        seeds = {r["seed"] for r in per_ctrl[c]}
+        same = {b: [r for r in rs if r["seed"] in seeds] for b, rs in bases.items()}
+        same = {b: rs for b, rs in same.items() if len(rs) == len(seeds)}
+        if not same:
+            continue
+        best = _ranked(task, same)[0]
+        m_c = mean_std([r[kpi] for r in per_ctrl[c]])
+        m_b = mean_std([r[kpi] for r in same[best]])
+        ok = better(m_c[0], m_b[0]) and not any(r["terminated"] for r in per_ctrl[c])
+        cells = []
+        for k, rule, slack in side:
+            v_c = mean_std([r[k] for r in per_ctrl[c]])[0]
+            v_b = mean_std([r[k] for r in same[best]])[0]
+            ok = ok and (v_c <= v_b + slack if rule == "le_best" else abs(v_c) <= slack)
+            cells.append(f"{v_c:.4g} / {v_b:.4g}")
+        lines.append("| " + " | ".join([f"`{_md(c)}`", _seeds_text(seeds), fmt(*m_c),
+                                        f"`{_md(best)}`", fmt(*m_b), *cells,
+                                        "**yes**" if ok else "no"]) + " |")
+    return lines
+
+
 def markdown(rows: list[dict], plan: _Plan, cfg: BenchmarkConfig, report: BenchmarkReport,
              plots: list[Path]) -> tuple[str, str]:
     """``(BENCHMARK.md text, the ranked tables alone)`` from the selection's rows."""
@@ -1010,10 +1063,22 @@ def markdown(rows: list[dict], plan: _Plan, cfg: BenchmarkConfig, report: Benchm
                 table = _ranked_table(task, splits[split], tuned_marks)
                 legend = [f"`{k}`: {_doc(k)}" for k in
                           dict.fromkeys([kpi, "return", *HEADLINE[task]])]
-                body += [title, "", *table, "", "; ".join(legend) + ".", "",
-                         f"Every KPI, {scen}, {T} steps{label}:", "",
+                body += [title, "", *table, "", "; ".join(legend) + ".", ""]
+                versus = _versus_table(task, splits[split]) if split == "held-out" else []
+                if versus:
+                    cond = "; ".join(
+                        f"`{k}` " + ("no higher than the baseline's" if rule == "le_best"
+                                     else "zero") for k, rule, _ in SIDE_CONDITIONS.get(task, ()))
+                    body += [f"Versus the best rule-based baseline on the same held-out seeds "
+                             f"(it beats it when `{kpi}` is better"
+                             + (f" and {cond}" if cond else "") + ", with no episode ended "
+                             "early):", "", *versus, ""]
+                body += [f"Every KPI, {scen}, {T} steps{label}:", "",
                          *_all_kpi_table(task, splits[split]), ""]
                 ranked += [title, "", *table, ""]
+                if versus:
+                    ranked += ["Versus the best rule-based baseline (same seeds):", "",
+                               *versus, ""]
         for p in plots:
             if p.name.startswith(f"{task}_"):
                 body += [f"![{p.stem}]({p.as_posix()})", ""]

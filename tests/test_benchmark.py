@@ -394,3 +394,24 @@ def test_tuned_split__scenarios_and_seeds():
     assert _tuned_split(spec, "default", 102) == ("held-out", False)
     assert _tuned_split(["default"], "default", 3) == ("tuned-on", True)
     assert _tuned_split({"seeds": [3]}, "default", 3) == ("tuned-on", True)
+
+
+def test_versus_table__compares_on_the_same_seeds_with_the_side_conditions():
+    from heatsync._benchmark import _versus_table
+
+    def rows(ctrl, seeds, ret, throttled=0.0):
+        return [{"controller": ctrl, "seed": s, "return": ret + s, "terminated": 0,
+                 "throttled_gpu_s": throttled, "overcool_k_s": 0.0} for s in seeds]
+
+    per = {"thermostat": rows("thermostat", range(5), -100.0),
+           "pid": rows("pid", range(5), -90.0),
+           "mpc-persistence": rows("mpc-persistence", [3, 4], -50.0),
+           "agent": rows("agent", [3, 4], -10.0, throttled=5.0)}
+    lines = _versus_table("CoolingDispatch", per)
+    by = {ln.split("|")[1].strip(): ln for ln in lines[2:]}
+    # best baseline on seeds 3-4 is pid (-86.5 mean); the MPC's -46.5 beats it
+    assert "`pid`" in by["`mpc-persistence`"] and by["`mpc-persistence`"].endswith("**yes** |")
+    assert "-86.5" in by["`mpc-persistence`"] and "3,4" in by["`mpc-persistence`"]
+    # a better return with throttling does not count
+    assert by["`agent`"].endswith("| no |")
+    assert "`thermostat`" not in by and "`pid`" not in by
