@@ -1,26 +1,39 @@
 """Measure heatsync's speed on this machine and write results/PERF.md.
 
-Figures (each the median of repeats after a warm-up; compile time excluded
-except where it is the figure):
+Figures, each beside its target (medians of repeats after a warm-up; compile time
+excluded except where it is the figure):
 
-* batched plant throughput (env-steps/s, dt = 1 s, 10 substeps, ``default``)
-  from a jitted, vmapped ``lax.scan`` rollout at several batch sizes;
-* a large hall: 800 racks (~100 MW) as one plant, simulated s per wall s;
-* compile time of the plant's ``step`` (and of each env's reset / step when
-  the envs are installed);
-* the XLA cost model of one substep (flops, transcendentals, bytes), which
-  says where the time goes.
+1. batched plant throughput (env-steps/s; ``default`` scenario, dt = 1 s, 10 substeps)
+   from a jitted, vmapped ``lax.scan`` rollout at batch 1, 64, 1024 and 4096;
+2. a large hall: 800 racks (~100 MW) as one plant, simulated s per wall s;
+3. single ``gymnasium.Env.step`` latency (median and p99) of each of the four tasks,
+   and the steps per second of ``JaxVectorEnv`` (and stable-baselines3's
+   ``SB3VecEnv`` when installed) at N = 64 and 1024;
+4. compile time of each task's reset and step (first call minus a warm call), of the
+   vector env's reset and step and of the plant's ``step`` (with its XLA cost model);
+5. the reverse-mode gradient of a 1 h rollout (``jax.checkpoint`` on the per-step body)
+   as a multiple of the forward rollout's time, with XLA's planned temporary memory.
+
+Also the CPU model, core count, JAX backend and versions, and the load average (other
+processes inflate wall times; the CPU-time columns much less).
+
+Compiles come first (a warm-up phase: ``--jobs`` programs at a time), then every
+timing runs alone, one after another. XLA compiles dominate a ``--quick`` run: it still
+compiles 19 programs (each task's reset and step, two vector envs, three plant batches,
+the hall, the plant step, the forward rollout and its gradient), which takes minutes on
+2 cores.
 
 Usage::
 
-    python scripts/perf.py            # full run, writes results/PERF.md
-    python scripts/perf.py --quick    # < 1 min, smaller repeats
+    python scripts/perf.py                 # full run, writes results/PERF.md
+    python scripts/perf.py --quick         # smoke run: tiny step counts, same code paths
     python scripts/perf.py --out /tmp/PERF.md
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import os
 import platform
 import statistics
@@ -29,20 +42,61 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import gymnasium
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from heatsync.__main__ import write_atomic
-from heatsync.physics import exogenous_at, load_scenario, rollout, step
+import heatsync  # noqa: F401  (registers the env ids)
+from heatsync._io import write_text_atomic
+from heatsync.envs import ENV_IDS, JaxVectorEnv, make_task
+from heatsync.physics import exogenous_at, init_state, load_scenario, replace, rollout, step
 
+#: the four tasks, in registration order
+TASKS = tuple(make_task(i).name for i in ENV_IDS)
+
+#: targets of issue 8
 TARGETS = {
-    "batch4096": 1_000_000,  # env-steps/s
-    "hall_x_realtime": 10_000,
-    "gym_step_median_us": 50.0,
-    "vec1024": 200_000,
-    "compile_s": 10.0,
+    "batch4096": 1_000_000,  # env-steps/s at batch 4096
+    "hall_x_realtime": 10_000,  # simulated s per wall s, 800 racks
+    "env_step_median_us": 50.0,  # gymnasium.Env.step, median
+    "vec1024": 200_000,  # JaxVectorEnv steps/s at N = 1024
+    "compile_s": 10.0,  # per function
 }
+
+#: episode length of the vector envs (auto-resets happen inside the timing, as in training)
+VEC_EPISODE_STEPS = 100
+
+
+# ---- settings --------------------------------------------------------------------------------
+
+
+def settings(quick: bool, repeats: int | None, jobs: int | None,
+             grad_steps: int | None) -> dict:
+    """Sizes of every measurement for a full or a ``--quick`` run."""
+    if quick:
+        # a smoke run of every code path in few compiles (XLA compiles dominate it)
+        s = {"repeats": 3, "jobs": 2, "batches": (1, 64), "plant_steps": lambda b: 20,
+             "hall_racks": 200, "hall_steps": 20, "latency_steps": 200, "latency_warmup": 20,
+             "latency_tasks": (TASKS[0],), "vec_tasks": (TASKS[0],), "vec_n": (64,),
+             "vec_block_steps": 5, "grad_steps": 0}
+    else:
+        s = {"repeats": 5, "jobs": 1, "batches": (1, 64, 1024, 4096),
+             "plant_steps": lambda b: int(np.clip(100_000 // b, 50, 2000)),
+             "hall_racks": 800, "hall_steps": 200, "latency_steps": 3000, "latency_warmup": 100,
+             "latency_tasks": TASKS, "vec_tasks": TASKS, "vec_n": (64, 1024), "vec_block_steps": 20,
+             "grad_steps": 3600}
+    if repeats is not None:
+        s["repeats"] = repeats
+    if jobs is not None:
+        s["jobs"] = jobs
+    if grad_steps is not None:
+        s["grad_steps"] = grad_steps
+    s["quick"] = quick
+    return s
+
+
+# ---- helpers ---------------------------------------------------------------------------------
 
 
 def machine() -> dict:
@@ -58,16 +112,18 @@ def machine() -> dict:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = os.cpu_count()
-    vers = {"python": platform.python_version(), "jax": jax.__version__,
-            "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else "?",
-            "numpy": np.__version__}
-    for mod in ("gymnasium", "stable_baselines3", "torch"):
+    vers = {"python": platform.python_version(), "jax": jax.__version__}
+    for mod in ("jaxlib", "numpy", "gymnasium", "stable_baselines3", "torch"):
         try:
             vers[mod] = __import__(mod).__version__
         except ImportError:
             pass
     return {"cpu": cpu, "cores": cores, "backend": jax.default_backend(),
             "devices": str(jax.devices()), "versions": vers}
+
+
+def loadavg() -> float | None:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
 def timed(fn: Callable[[], object], repeats: int) -> float:
@@ -80,143 +136,620 @@ def timed(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(ts)
 
 
+def aot(fn: Callable, *args):
+    """``(compiled, seconds)``: ``jax.jit(fn)`` lowered and compiled for ``args``."""
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    return compiled, time.perf_counter() - t0
+
+
 def _tile(tree, n):
     return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + jnp.shape(x)), tree)
 
 
-def plant_throughput(batch: int, steps: int, repeats: int) -> dict:
-    sc = load_scenario("default")
-    s0 = sc.init_state()
-    acts = _tile(sc.control, steps)
-    keys = jax.random.split(jax.random.PRNGKey(0), batch)
-    fn = jax.jit(jax.vmap(lambda k: rollout(sc.params, sc.exo, s0, k, acts, steps,
-                                            record=False)[0]))
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(keys))
-    first = time.perf_counter() - t0
-    wall = timed(lambda: fn(keys), repeats)
-    return {"batch": batch, "steps": steps, "wall_s": wall, "compile_s": first - wall,
-            "env_steps_per_s": batch * steps / wall}
+def _temp_bytes(compiled) -> int | None:
+    try:
+        return getattr(compiled.memory_analysis(), "temp_size_in_bytes", None)
+    except Exception:  # noqa: BLE001 - not every backend reports it
+        return None
 
 
-def hall(n_racks: int, steps: int, repeats: int) -> dict:
+# ---- 1. batched plant ------------------------------------------------------------------------
+
+
+class PlantThroughput:
+    """Env-steps/s of ``batch`` plants (``default``) in one jitted vmapped rollout."""
+
+    weight = 4.0
+
+    def __init__(self, batch: int, steps: int, repeats: int):
+        self.batch, self.steps, self.repeats = batch, steps, repeats
+
+    def jobs(self):
+        return [(self.weight, f"plant rollout, batch {self.batch}", self.prepare)]
+
+    def prepare(self):
+        sc = load_scenario("default")
+        s0 = sc.init_state()
+        acts = _tile(sc.control, self.steps)
+        self.keys = jax.random.split(jax.random.PRNGKey(0), self.batch)
+        steps = self.steps
+        self.fn, self.compile_s = aot(jax.vmap(
+            lambda k: rollout(sc.params, sc.exo, s0, k, acts, steps, record=False)[0]),
+            self.keys)
+        jax.block_until_ready(self.fn(self.keys))
+
+    def measure(self) -> dict:
+        wall = timed(lambda: self.fn(self.keys), self.repeats)
+        return {"batch": self.batch, "steps": self.steps, "wall_s": wall,
+                "compile_s": self.compile_s, "env_steps_per_s": self.batch * self.steps / wall}
+
+
+# ---- 2. large hall ---------------------------------------------------------------------------
+
+
+def hall_scenario(n_racks: int):
+    """``default`` scaled to ``n_racks`` racks (jobs of 50 racks; UPS, grid, CDU and heat
+    rejection scaled with the rack count)."""
     n_jobs = n_racks // 50
+    f = n_racks / 8
     jobs = [{"racks": list(range(j * 50, (j + 1) * 50)), "period_s": 1.5 + 0.25 * (j % 8),
              "duty": 0.55, "phase_offset": (j * 0.37) % 1.0} for j in range(n_jobs)]
-    sc = load_scenario("default", plant={"n_racks": n_racks, "n_jobs": n_jobs,
-                                         "ups": {"e_max_j": 5.4e8 * n_racks / 8,
-                                                 "p_max_w": 1.5e6 * n_racks / 8},
-                                         "grid": {"contract_limit_w": 1.5e6 * n_racks / 8},
-                                         "cdu": {"flow_rated_kg_s": 26.0 * n_racks / 8,
-                                                 "pump_rated_w": 5000.0 * n_racks / 8,
-                                                 "ua_w_per_k": 2.5e5 * n_racks / 8,
-                                                 "fw_flow_w_per_k": 1.1e5 * n_racks / 8,
-                                                 "c_loop_j_per_k": 3e6 * n_racks / 8},
-                                         "rejection": {"c_fw_j_per_k": 2e7 * n_racks / 8,
-                                                       "g_dry_w_per_k": 2.4e5 * n_racks / 8,
-                                                       "q_dry_max_w": 1.5e6 * n_racks / 8,
-                                                       "q_chiller_max_w": 1.5e6 * n_racks / 8}},
-                       jobs=jobs)
-    s0 = sc.init_state()
-    acts = _tile(sc.control, steps)
-    fn = jax.jit(lambda k: rollout(sc.params, sc.exo, s0, k, acts, steps, record=False)[0])
-    key = jax.random.PRNGKey(0)
-    jax.block_until_ready(fn(key))
-    wall = timed(lambda: fn(key), repeats)
-    it_mw = float(n_racks * (sc.params.gpu.n_gpu * sc.params.gpu.p_max_w
-                             + sc.params.gpu.p_other_w)) / 1e6
-    return {"racks": n_racks, "rated_it_mw": it_mw, "steps": steps, "wall_s": wall,
-            "x_realtime": steps * float(sc.params.dt_s) / wall}
+    return load_scenario("default", plant={
+        "n_racks": n_racks, "n_jobs": n_jobs,
+        "ups": {"e_max_j": 5.4e8 * f, "p_max_w": 1.5e6 * f},
+        "grid": {"contract_limit_w": 1.5e6 * f},
+        "cdu": {"flow_rated_kg_s": 26.0 * f, "pump_rated_w": 5000.0 * f,
+                "ua_w_per_k": 2.5e5 * f, "fw_flow_w_per_k": 1.1e5 * f,
+                "c_loop_j_per_k": 3e6 * f},
+        "rejection": {"c_fw_j_per_k": 2e7 * f, "g_dry_w_per_k": 2.4e5 * f,
+                      "q_dry_max_w": 1.5e6 * f, "q_chiller_max_w": 1.5e6 * f}}, jobs=jobs)
 
 
-def step_compile_and_cost() -> dict:
-    sc = load_scenario("default")
-    p, s = sc.params, sc.init_state()
-    exo = exogenous_at(sc.exo, jax.random.PRNGKey(0), 0.0, p.dt_s)
-    t0 = time.perf_counter()
-    compiled = jax.jit(step).lower(p, s, sc.control, exo).compile()
-    comp = time.perf_counter() - t0
-    ca = compiled.cost_analysis()
-    ca = ca[0] if isinstance(ca, list) else ca
-    return {"compile_s": comp, "flops": ca.get("flops", float("nan")),
-            "transcendentals": ca.get("transcendentals", float("nan")),
-            "bytes": ca.get("bytes accessed", float("nan"))}
+class Hall:
+    """Simulated seconds per wall second of one ``n_racks`` plant."""
+
+    weight = 4.0
+
+    def __init__(self, n_racks: int, steps: int, repeats: int):
+        self.n_racks, self.steps, self.repeats = n_racks, steps, repeats
+
+    def jobs(self):
+        return [(self.weight, f"hall rollout, {self.n_racks} racks", self.prepare)]
+
+    def prepare(self):
+        sc = hall_scenario(self.n_racks)
+        s0 = sc.init_state()
+        acts = _tile(sc.control, self.steps)
+        steps = self.steps
+        self.key = jax.random.PRNGKey(0)
+        self.fn, self.compile_s = aot(
+            lambda k: rollout(sc.params, sc.exo, s0, k, acts, steps, record=False)[0], self.key)
+        jax.block_until_ready(self.fn(self.key))
+        g = sc.params.gpu
+        self.it_mw = float(self.n_racks * (g.n_gpu * g.p_max_w + g.p_other_w)) / 1e6
+        self.dt_s = float(sc.params.dt_s)
+
+    def measure(self) -> dict:
+        wall = timed(lambda: self.fn(self.key), self.repeats)
+        return {"racks": self.n_racks, "rated_it_mw": self.it_mw, "steps": self.steps,
+                "wall_s": wall, "x_realtime": self.steps * self.dt_s / wall,
+                "compile_s": self.compile_s}
 
 
-def env_figures(quick: bool) -> dict | None:
-    """Env latency, VecEnv throughput and env compile times, when heatsync.envs provides
-    a ``perf`` hook (added with the environments)."""
+class PlantStepCost:
+    """Compile time of the plant's ``step`` and XLA's cost model of one control step."""
+
+    weight = 3.0
+
+    def jobs(self):
+        return [(self.weight, "plant step", self.prepare)]
+
+    def prepare(self):
+        sc = load_scenario("default")
+        p, s = sc.params, sc.init_state()
+        exo = exogenous_at(sc.exo, jax.random.PRNGKey(0), 0.0, p.dt_s)
+        compiled, self.compile_s = aot(step, p, s, sc.control, exo)
+        ca = compiled.cost_analysis()
+        self.cost = (ca[0] if isinstance(ca, list) else ca) or {}
+
+    def measure(self) -> dict:
+        nan = float("nan")
+        return {"compile_s": self.compile_s, "flops": self.cost.get("flops", nan),
+                "transcendentals": self.cost.get("transcendentals", nan),
+                "bytes": self.cost.get("bytes accessed", nan)}
+
+
+# ---- 3. env latency and vector throughput (and their compile times) --------------------------
+
+
+class EnvLatency:
+    """``gymnasium.Env.step`` latency of one task (the env itself, without the wrappers
+    ``gymnasium.make`` adds), and the compile time of its reset and step."""
+
+    weight = 10.0
+
+    def __init__(self, task: str, steps: int, warmup: int):
+        self.task, self.steps, self.warmup = task, steps, warmup
+
+    def jobs(self):
+        return [(self.weight + (2.0 if self.task == "Facility" else 0.0),
+                 f"{self.task} Env.reset + Env.step", self.prepare)]
+
+    def prepare(self):
+        # long enough never to truncate inside the timing
+        env = gymnasium.make(make_task(self.task).env_id,
+                             episode__steps=self.steps + self.warmup + 10).unwrapped
+        env.action_space.seed(0)
+        self.actions = [env.action_space.sample() for _ in range(64)]
+        t0 = time.perf_counter()
+        env.reset(seed=0)
+        self.first_reset_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        env.step(self.actions[0])
+        self.first_step_s = time.perf_counter() - t0
+        self.env = env
+
+    def measure(self) -> dict:
+        env, acts = self.env, self.actions
+        resets = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            env.reset(seed=0)
+            resets.append(time.perf_counter() - t0)
+        for i in range(self.warmup):
+            env.step(acts[i % 64])
+        times = np.empty(self.steps)
+        cpu, n_resets = 0.0, 0
+        for i in range(self.steps):
+            c0, t0 = time.process_time(), time.perf_counter()
+            _, _, term, trunc, _ = env.step(acts[i % 64])
+            times[i] = time.perf_counter() - t0
+            cpu += time.process_time() - c0
+            if term or trunc:  # reset outside the timing
+                env.reset()
+                n_resets += 1
+        med = float(np.median(times))
+        env.close()
+        return {"task": self.task, "steps": self.steps, "median_us": 1e6 * med,
+                "p99_us": 1e6 * float(np.percentile(times, 99)),
+                "cpu_us": 1e6 * cpu / self.steps, "resets": n_resets,
+                "compile_reset_s": self.first_reset_s - statistics.median(resets),
+                "compile_step_s": self.first_step_s - med}
+
+
+def _sb3():
     try:
-        from heatsync.envs import perf as env_perf  # type: ignore[attr-defined]
+        from heatsync.envs.sb3 import SB3VecEnv
     except ImportError:
         return None
-    return env_perf.measure(quick=quick)
+    return SB3VecEnv
 
 
-def mark(value: float, target: float, higher_is_better: bool = True) -> str:
+def _block_rate(step_fn: Callable[[], object], n: int, block_steps: int, blocks: int):
+    """``(steps/s, steps per CPU-s, s per batch step)``, medians over ``blocks`` blocks."""
+    for _ in range(3):
+        step_fn()
+    walls, cpus = [], []
+    for _ in range(blocks):
+        c0, t0 = time.process_time(), time.perf_counter()
+        for _ in range(block_steps):
+            step_fn()
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    wall, cpu = statistics.median(walls), statistics.median(cpus)
+    return n * block_steps / wall, n * block_steps / max(cpu, 1e-9), wall / block_steps
+
+
+class VecThroughput:
+    """Steps/s of ``JaxVectorEnv`` (and ``SB3VecEnv``, all info keys and none) for one task
+    at N envs, episodes of :data:`VEC_EPISODE_STEPS` (auto-resets inside the timing)."""
+
+    weight = 12.0
+
+    def __init__(self, task: str, n: int, block_steps: int, blocks: int):
+        self.task, self.n, self.block_steps, self.blocks = task, n, block_steps, blocks
+
+    def jobs(self):
+        return [(self.weight, f"{self.task} JaxVectorEnv N = {self.n}", self.prepare)]
+
+    def prepare(self):
+        venv = JaxVectorEnv(self.task, self.n, episode__steps=VEC_EPISODE_STEPS)
+        venv.single_action_space.seed(0)
+        self.acts = np.stack([venv.single_action_space.sample() for _ in range(self.n)])
+        t0 = time.perf_counter()
+        venv.reset(seed=0)
+        self.first_reset_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        venv.step(self.acts)
+        self.first_step_s = time.perf_counter() - t0
+        self.venv = venv
+
+    def measure(self) -> dict:
+        venv, acts, n = self.venv, self.acts, self.n
+        t0 = time.perf_counter()
+        venv.reset(seed=0)
+        warm_reset = time.perf_counter() - t0
+        rate, rate_cpu, per_step = _block_rate(lambda: venv.step(acts), n, self.block_steps,
+                                               self.blocks)
+        venv.close()
+        out = {"task": self.task, "n": n, "steps_per_s": rate, "steps_per_cpu_s": rate_cpu,
+               "compile_reset_s": self.first_reset_s - warm_reset,
+               "compile_step_s": self.first_step_s - per_step, "sb3_all": None, "sb3_none": None}
+        sb3 = _sb3()
+        if sb3 is not None:  # shares the compiled batch step: no compile
+            for key, info_keys in (("sb3_all", None), ("sb3_none", ())):
+                senv = sb3(self.task, n, info_keys=info_keys, episode__steps=VEC_EPISODE_STEPS)
+                senv.seed(0)
+                senv.reset()
+                out[key] = _block_rate(lambda e=senv: e.step(acts), n, self.block_steps,
+                                       self.blocks)[0]
+                senv.close()
+        return out
+
+
+# ---- 5. gradient of a rollout ----------------------------------------------------------------
+
+#: plant parameters the gradient is taken with respect to (with the per-step actions)
+GRAD_PARAMS = ("coldplate.r_gpu_k_per_w", "cdu.ua_w_per_k", "cdu.pump_rated_w",
+               "ultracap.e_max_j", "rejection.eta_ii")
+
+
+def _with_params(p, theta):
+    for i, name in enumerate(GRAD_PARAMS):
+        group, fld = name.split(".")
+        p = replace(p, **{group: replace(getattr(p, group), **{fld: theta[i]})})
+    return p
+
+
+def _grad_cost_of(series):
+    """Scalar cost of a rollout's series (USD plus 0.01 per degC-interval)."""
+    return (jnp.sum(series["cost_energy_usd"]) + 0.01 * jnp.sum(series["t_junction_max_c"])
+            + 0.01 * jnp.sum(series["t_supply_max_c"]))
+
+
+def grad_problem(scenario: str, steps: int):
+    """``(forward, grad, args)``: the cost of a ``steps``-interval rollout as a function of
+    ``(theta (5,), pump (steps,), setpoint (steps,))``, and its reverse-mode gradient with
+    respect to all three through a ``lax.scan`` whose per-step body is rematerialized
+    (``jax.checkpoint``: only the state between control intervals is stored; the backward
+    pass recomputes each interval's substeps). As ``scripts/_grad_cost.py``."""
+    sc = load_scenario(scenario)
+    p0, key = sc.params, jax.random.PRNGKey(0)
+    setpoint0 = float(sc.config["control"].get("supply_setpoint_c", 32.0))
+    held = _tile(sc.control, steps)
+
+    def inputs(theta, pump, setpoint):
+        p = _with_params(p0, theta)
+        acts = replace(held, pump_speed=pump, supply_setpoint_c=setpoint)
+        return p, acts, init_state(p, sc.jobs, setpoint_c=setpoint0)
+
+    def forward(theta, pump, setpoint):
+        p, acts, s0 = inputs(theta, pump, setpoint)
+        _, series = rollout(p, sc.exo, s0, key, acts, steps)
+        return _grad_cost_of(series)
+
+    def remat_scan(theta, pump, setpoint):
+        p, acts, s0 = inputs(theta, pump, setpoint)
+
+        @jax.checkpoint
+        def body(s, a):
+            exo = exogenous_at(sc.exo, key, s.t_s, p.dt_s)
+            s2, out = step(p, s, a, exo)
+            return s2, {k: out[k] for k in ("cost_energy_usd", "t_junction_max_c",
+                                            "t_supply_max_c")}
+
+        _, series = jax.lax.scan(body, s0, acts)
+        return _grad_cost_of(series)
+
+    f = jnp.result_type(float)
+    theta = jnp.asarray([float(np.mean(getattr(getattr(p0, n.split(".")[0]), n.split(".")[1])))
+                         for n in GRAD_PARAMS], f)
+    args = (theta, jnp.full((steps,), 0.8, f), jnp.full((steps,), setpoint0, f))
+    return forward, jax.grad(remat_scan, argnums=(0, 1, 2)), args
+
+
+class GradCost:
+    """Forward rollout vs its gradient (``chiller-trip``): wall time, compile time and
+    XLA's planned temporary memory."""
+
+    scenario = "chiller-trip"
+
+    def __init__(self, steps: int, repeats: int):
+        self.steps, self.repeats = steps, repeats
+        forward, grad, self.args = grad_problem(self.scenario, steps)
+        self.fns = {"forward": forward, "grad": grad}
+        self.compiled: dict = {}
+
+    def jobs(self):
+        return [(4.0, "forward rollout", lambda: self._prepare("forward")),
+                (10.0, "gradient", lambda: self._prepare("grad"))]
+
+    def _prepare(self, name):
+        compiled, comp = aot(self.fns[name], *self.args)
+        res = jax.block_until_ready(compiled(*self.args))
+        finite = all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(res))
+        self.compiled[name] = {"fn": compiled, "compile_s": comp,
+                               "temp_bytes": _temp_bytes(compiled), "finite": finite}
+
+    def measure(self) -> dict:
+        out = {"scenario": self.scenario, "steps": self.steps,
+               "dtype": str(jnp.result_type(float))}
+        for name in ("forward", "grad"):
+            c = self.compiled[name]
+            wall = timed(lambda fn=c["fn"]: fn(*self.args), self.repeats)
+            out[name] = {"run_s": wall, **{k: c[k] for k in ("compile_s", "temp_bytes",
+                                                             "finite")}}
+        out["multiple"] = out["grad"]["run_s"] / out["forward"]["run_s"]
+        return out
+
+
+# ---- report ----------------------------------------------------------------------------------
+
+
+def verdict(value: float, target: float, higher_is_better: bool = True) -> str:
     ok = value >= target if higher_is_better else value <= target
-    return "meets" if ok else f"{value / target:.2g}x of target" if higher_is_better else \
-        f"{value / target:.2g}x the target"
+    return "meets" if ok else f"misses ({value / target:.2g}x the target)"
 
 
-def render(m: dict, plant: list[dict], hall_r: dict, comp: dict, env: dict | None,
-           quick: bool, wall_s: float) -> str:
-    v = m["versions"]
+def _mib(b) -> str:
+    return "n/a" if b is None else f"{b / 2**20:,.1f}"
+
+
+def render(r: dict, s: dict, wall_s: float) -> str:
+    m, quick = r["machine"], s["quick"]
+    cmd = "python scripts/perf.py" + (" --quick" if quick else "")
+    la0, la1 = r["load"]
     out = ["# heatsync performance", "",
-           f"Produced by `python scripts/perf.py{' --quick' if quick else ''}` in {wall_s:.0f} s. "
-           "Medians of repeats after warm-up; compile excluded unless stated.", "",
-           f"- CPU: {m['cpu']}, {m['cores']} cores available",
-           f"- JAX backend: {m['backend']} ({m['devices']})",
-           "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()), "",
-           "## Batched plant (`default`, dt = 1 s, 10 substeps, jitted vmapped scan)", "",
-           "| batch | steps | wall (s) | env-steps/s | target |", "|---:|---:|---:|---:|---|"]
-    for r in plant:
-        tgt = ""
-        if r["batch"] == 4096:
-            tgt = f"1,000,000 ({mark(r['env_steps_per_s'], TARGETS['batch4096'])})"
-        out.append(f"| {r['batch']} | {r['steps']} | {r['wall_s']:.3f} | "
-                   f"{r['env_steps_per_s']:,.0f} | {tgt} |")
-    out += ["", "## Large hall", "",
-            f"{hall_r['racks']} racks ({hall_r['rated_it_mw']:.0f} MW rated IT) as one plant, "
-            f"full thermal chain: **{hall_r['x_realtime']:,.0f} x real time** "
-            f"({hall_r['steps']} s simulated in {hall_r['wall_s']:.2f} s); target 10,000 x "
-            f"({mark(hall_r['x_realtime'], TARGETS['hall_x_realtime'])}).", "",
-            "## Compile and cost model", "",
-            f"- plant `step` compile: {comp['compile_s']:.2f} s (target <= 10 s: "
-            f"{mark(comp['compile_s'], TARGETS['compile_s'], higher_is_better=False)})",
-            f"- XLA cost model of one control step at batch 1 (the substep scan body counted "
-            f"once): {comp['flops']:,.0f} flops, {comp['transcendentals']:,.0f} "
-            f"transcendentals, {comp['bytes']:,.0f} bytes accessed"]
-    if env is not None:
-        out += ["", "## Environments", "", env["markdown"]]
+           f"Produced by `{cmd}` on {time.strftime('%Y-%m-%d %H:%M')} in {wall_s:.0f} s. "
+           f"Medians of {s['repeats']} repeats after a warm-up; compile time excluded unless "
+           "it is the figure. Compiles ran first, " +
+           ("one at a time" if s["jobs"] == 1 else f"{s['jobs']} at a time") +
+           "; every timing then ran alone."]
+    if quick:
+        out += ["", "**--quick** (a smoke run of every code path; the figures are not the "
+                "report): tiny step counts; batches 1 and 64 only; a "
+                f"{s['hall_racks']}-rack hall; env latency and the vector env at N = 64 for "
+                f"{', '.join(s['latency_tasks'])} only (each task and N compiles its own reset "
+                "and step); no gradient; compile times measured "
+                f"{s['jobs']} compiles at a time (inflated when the cores are busy)."]
+
+    # summary
+    plant = {row["batch"]: row for row in r["plant"]}
+    hall = r["hall"]
+    lat = r["latency"]
+    worst_lat = max(lat, key=lambda x: x["median_us"])
+    vec1024 = [v for v in r["vec"] if v["n"] == 1024]
+    comps = [(f"{x['task']} reset", x["compile_reset_s"]) for x in lat] + \
+            [(f"{x['task']} step", x["compile_step_s"]) for x in lat]
+    worst_comp = max(comps, key=lambda x: x[1])
+    g = r["grad"]
+    out += ["", "## Targets", "", "| figure | measured | target | verdict |",
+            "|---|---:|---:|---|"]
+    if 4096 in plant:
+        v = plant[4096]["env_steps_per_s"]
+        out.append(f"| batched plant, batch 4096 | {v:,.0f} env-steps/s | >= "
+                   f"{TARGETS['batch4096']:,} env-steps/s | {verdict(v, TARGETS['batch4096'])} |")
     else:
-        out += ["", "## Environments", "", "heatsync.envs has no `perf` hook in this build: "
-                "no env figures."]
+        out.append(f"| batched plant, batch 4096 | skipped (--quick) | >= "
+                   f"{TARGETS['batch4096']:,} env-steps/s | not measured |")
+    out.append(f"| large hall, {hall['racks']} racks | {hall['x_realtime']:,.0f}x real time | "
+               f">= {TARGETS['hall_x_realtime']:,}x | "
+               f"{verdict(hall['x_realtime'], TARGETS['hall_x_realtime'])} |")
+    out.append(f"| Env.step median, slowest task ({worst_lat['task']}) | "
+               f"{worst_lat['median_us']:,.1f} us | <= {TARGETS['env_step_median_us']:.0f} us | "
+               f"{verdict(worst_lat['median_us'], TARGETS['env_step_median_us'], False)} |")
+    if vec1024:
+        w = min(vec1024, key=lambda x: x["steps_per_s"])
+        out.append(f"| JaxVectorEnv at N = 1024, slowest task ({w['task']}) | "
+                   f"{w['steps_per_s']:,.0f} steps/s | >= {TARGETS['vec1024']:,} steps/s | "
+                   f"{verdict(w['steps_per_s'], TARGETS['vec1024'])} |")
+    else:
+        out.append(f"| JaxVectorEnv at N = 1024 | skipped (--quick) | >= {TARGETS['vec1024']:,} "
+                   "steps/s | not measured |")
+    out.append(f"| compile, slowest reset/step ({worst_comp[0]}) | {worst_comp[1]:.1f} s | "
+               f"<= {TARGETS['compile_s']:.0f} s | "
+               f"{verdict(worst_comp[1], TARGETS['compile_s'], False)} |")
+    if g is not None:
+        horizon = "1 h" if g["steps"] == 3600 else f"{g['steps']} s"
+        out.append(f"| gradient of a {horizon} rollout | {g['multiple']:.1f}x the forward | "
+                   "none set | - |")
+    else:
+        out.append("| gradient of a 1 h rollout | skipped (--quick) | none set | - |")
+
+    # machine
+    out += ["", "## Machine", "",
+            f"- CPU: {m['cpu']}, {m['cores']} cores available",
+            f"- JAX backend: {m['backend']} ({m['devices']})",
+            "- versions: " + ", ".join(f"{k} {val}" for k, val in m["versions"].items())]
+    if la0 is not None:
+        out.append(f"- load average (1 min): {la0:.1f} at the start, {la1:.1f} at the end, on "
+                   f"{os.cpu_count()} cores (other processes inflate wall times; the CPU-time "
+                   "columns much less)")
+
+    # 1. plant
+    out += ["", "## 1. Batched plant throughput", "",
+            "`default` scenario (8 racks), dt = 1 s, 10 substeps; a jitted, vmapped "
+            "`lax.scan` rollout of fixed actions, no series recorded.", "",
+            "| batch | steps | wall (s) | env-steps/s | target |", "|---:|---:|---:|---:|---|"]
+    for b in (1, 64, 1024, 4096):
+        if b not in plant:
+            out.append(f"| {b} | - | - | skipped (--quick) | >= {TARGETS['batch4096']:,} |")
+            continue
+        row = plant[b]
+        vd = verdict(row["env_steps_per_s"], TARGETS["batch4096"])
+        tgt = f">= {TARGETS['batch4096']:,}: {vd}" if b == 4096 else "none (target at 4096)"
+        out.append(f"| {b} | {row['steps']} | {row['wall_s']:.4f} | "
+                   f"{row['env_steps_per_s']:,.0f} | {tgt} |")
+
+    # 2. hall
+    out += ["", "## 2. Large hall", "",
+            f"{hall['racks']} racks ({hall['rated_it_mw']:.0f} MW rated IT) as one plant, full "
+            f"thermal chain: **{hall['x_realtime']:,.0f}x real time** ({hall['steps']} s "
+            f"simulated in {hall['wall_s']:.3f} s); target >= {TARGETS['hall_x_realtime']:,}x "
+            f"({verdict(hall['x_realtime'], TARGETS['hall_x_realtime'])})."]
+
+    # 3. envs
+    out += ["", "## 3. Environment step latency and vector throughput", "",
+            "Single `gymnasium.Env.step` (the env itself, NumPy action in, NumPy/Python out; "
+            "random actions), per step over the timed steps after a warm-up:", "",
+            "| task | steps timed | median (us) | p99 (us) | CPU per step (us) | target |",
+            "|---|---:|---:|---:|---:|---|"]
+    for x in lat:
+        out.append(f"| {x['task']} | {x['steps']} | {x['median_us']:,.1f} | {x['p99_us']:,.1f} | "
+                   f"{x['cpu_us']:,.1f} | median <= {TARGETS['env_step_median_us']:.0f} us: "
+                   f"{verdict(x['median_us'], TARGETS['env_step_median_us'], False)} |")
+    sb3_note = ("" if any(v["sb3_all"] is not None for v in r["vec"])
+                else " (stable-baselines3 not installed: no SB3VecEnv figures)")
+    out += ["", f"Vector envs, env-steps/s (N x batch steps / s), episodes of "
+            f"{VEC_EPISODE_STEPS} steps with auto-reset, median of {s['repeats']} blocks of "
+            f"{s['vec_block_steps']} batch steps{sb3_note}:", "",
+            "| task | N | JaxVectorEnv steps/s | per CPU-s | SB3VecEnv, all info | "
+            "SB3VecEnv, no info | target |", "|---|---:|---:|---:|---:|---:|---|"]
+    for v in r["vec"]:
+        tgt = (f">= {TARGETS['vec1024']:,}: {verdict(v['steps_per_s'], TARGETS['vec1024'])}"
+               if v["n"] == 1024 else "none (target at 1024)")
+        sb = " | ".join("n/a" if v[k] is None else f"{v[k]:,.0f}" for k in ("sb3_all", "sb3_none"))
+        out.append(f"| {v['task']} | {v['n']} | {v['steps_per_s']:,.0f} | "
+                   f"{v['steps_per_cpu_s']:,.0f} | {sb} | {tgt} |")
+
+    # 4. compile
+    c = r["step_cost"]
+    tc = TARGETS["compile_s"]
+    out += ["", "## 4. Compile time", "",
+            "First call minus a warm call (trace + lower + XLA compile) of each task's "
+            "`Env.reset` / `Env.step` and of the vector env's; lower + compile for the plant's "
+            "`step`.", "",
+            "| task | function | compile (s) | target |", "|---|---|---:|---|"]
+    for x in lat:
+        for fn in ("reset", "step"):
+            val = x[f"compile_{fn}_s"]
+            out.append(f"| {x['task']} | Env.{fn} | {val:.2f} | <= {tc:.0f} s: "
+                       f"{verdict(val, tc, False)} |")
+    for v in r["vec"]:
+        for fn in ("reset", "step"):
+            val = v[f"compile_{fn}_s"]
+            out.append(f"| {v['task']} | JaxVectorEnv.{fn}, N = {v['n']} | {val:.2f} | "
+                       f"<= {tc:.0f} s: {verdict(val, tc, False)} |")
+    out.append(f"| - | plant `step` (physics) | {c['compile_s']:.2f} | <= {tc:.0f} s: "
+               f"{verdict(c['compile_s'], tc, False)} |")
+    out += ["", f"XLA cost model of one plant control step at batch 1 (the substep scan body "
+            f"counted once): {c['flops']:,.0f} flops, {c['transcendentals']:,.0f} "
+            f"transcendentals, {c['bytes']:,.0f} bytes accessed."]
+
+    # 5. gradient
+    out += ["", "## 5. Gradient of a 1 h rollout", ""]
+    if g is None:
+        out.append("Skipped with --quick (its compile alone takes about a minute).")
+        return "\n".join(out) + "\n"
+    out += [
+            f"`{g['scenario']}`, {g['steps']} control intervals ({horizon}), {g['dtype']}: the "
+            "energy cost plus junction and supply temperature terms, differentiated (reverse "
+            f"mode) with respect to {len(GRAD_PARAMS)} plant parameters and the per-interval "
+            "pump speed and supply setpoint, through a `lax.scan` whose per-step body is "
+            "`jax.checkpoint`ed (remat). Temp memory is XLA's `memory_analysis()` "
+            "`temp_size_in_bytes`.", "",
+            "| variant | compile (s) | run (s) | x forward | temp memory (MiB) | finite |",
+            "|---|---:|---:|---:|---:|---|"]
+    for name, label in (("forward", "forward rollout"), ("grad", "gradient, remat per step")):
+        x = g[name]
+        out.append(f"| {label} | {x['compile_s']:.2f} | {x['run_s']:.4f} | "
+                   f"{x['run_s'] / g['forward']['run_s']:.1f} | {_mib(x['temp_bytes'])} | "
+                   f"{x['finite']} |")
+    out += ["", f"**Gradient = {g['multiple']:.1f}x the forward rollout** ({horizon} "
+            "horizon); target: none set."]
     return "\n".join(out) + "\n"
 
 
+# ---- main ------------------------------------------------------------------------------------
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small repeats; under a minute")
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: all four tasks but tiny step counts, 3 repeats, batch 4096 "
+                         "skipped, vector envs for one task, gradient over 300 s, 2 compiles "
+                         "at a time; figures are noisy (its 19 compiles still take minutes "
+                         "on 2 cores)")
     ap.add_argument("--out", type=Path, default=Path("results/PERF.md"),
-                    help="where to write the markdown report")
+                    help="where to write the markdown report, written atomically (default: "
+                         "results/PERF.md)")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="timed repeats (median) of each rollout and vector-env block "
+                         "(default 5, or 3 with --quick)")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="programs compiled at a time in the warm-up phase (default 1, or 2 "
+                         "with --quick); more than 1 is faster on several cores but inflates "
+                         "the compile-time figures when the cores are busy")
+    ap.add_argument("--grad-steps", type=int, default=None,
+                    help="control intervals (1 s each) of the differentiated rollout "
+                         "(default 3600 = 1 h, or 300 with --quick)")
     args = ap.parse_args(argv)
-    t0 = time.perf_counter()
-    reps = 2 if args.quick else 5
-    m = machine()
-    batches = (1, 64, 1024) if args.quick else (1, 64, 256, 1024, 4096)
-    plant = []
-    for b in batches:
-        steps = max(20, min(2000, 400_000 // (b * 10))) if not args.quick else 20
-        plant.append(plant_throughput(b, steps, reps))
-        print(f"batch {b}: {plant[-1]['env_steps_per_s']:,.0f} env-steps/s", flush=True)
-    hall_r = hall(800 if not args.quick else 200, 200 if not args.quick else 20, reps)
-    print(f"hall {hall_r['racks']} racks: {hall_r['x_realtime']:,.0f} x real time", flush=True)
-    comp = step_compile_and_cost()
-    env = env_figures(args.quick)
-    text = render(m, plant, hall_r, comp, env, args.quick, time.perf_counter() - t0)
-    write_atomic(args.out, text)
+    for name in ("repeats", "jobs", "grad_steps"):
+        val = getattr(args, name)
+        if val is not None and val < 1:
+            ap.error(f"--{name.replace('_', '-')}: expected a positive int, got {val}")
+    s = settings(args.quick, args.repeats, args.jobs, args.grad_steps)
+
+    t_start = time.perf_counter()
+    load0 = loadavg()
+    reps = s["repeats"]
+    plant = [PlantThroughput(b, s["plant_steps"](b), reps) for b in s["batches"]]
+    hall = Hall(s["hall_racks"], s["hall_steps"], reps)
+    cost = PlantStepCost()
+    lat = [EnvLatency(t, s["latency_steps"], s["latency_warmup"]) for t in s["latency_tasks"]]
+    vec = [VecThroughput(t, n, s["vec_block_steps"], reps)
+           for t in s["vec_tasks"] for n in s["vec_n"]]
+    grad = GradCost(s["grad_steps"], reps) if s["grad_steps"] > 0 else None
+    benches = [*plant, hall, cost, *lat, *vec, *([grad] if grad is not None else [])]
+
+    # warm-up phase: every compile, the longest first
+    jobs = sorted((j for b in benches for j in b.jobs()), key=lambda j: -j[0])
+    jobs.append((1.0, "import stable_baselines3", _sb3))  # seconds, alongside the compiles
+    print(f"warm-up: {len(jobs) - 1} compile jobs, {s['jobs']} at a time ...", flush=True)
+
+    def run(label, fn):
+        t0 = time.perf_counter()
+        fn()
+        print(f"  {label}: {time.perf_counter() - t0:.1f} s", flush=True)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=s["jobs"]) as pool:
+        for fut in [pool.submit(run, label, fn) for _, label, fn in jobs]:
+            fut.result()
+    t_warm = time.perf_counter() - t_start
+    print(f"warm-up (compiles) done in {t_warm:.0f} s", flush=True)
+
+    # timing phase: one measurement at a time
+    r = {"machine": machine(), "plant": [], "latency": [], "vec": []}
+    for b in plant:
+        r["plant"].append(b.measure())
+        print(f"batch {b.batch}: {r['plant'][-1]['env_steps_per_s']:,.0f} env-steps/s",
+              flush=True)
+    r["hall"] = hall.measure()
+    print(f"hall {hall.n_racks} racks: {r['hall']['x_realtime']:,.0f}x real time", flush=True)
+    r["step_cost"] = cost.measure()
+    for b in lat:
+        x = b.measure()
+        r["latency"].append(x)
+        print(f"{x['task']} Env.step: median {x['median_us']:,.1f} us, p99 "
+              f"{x['p99_us']:,.1f} us; compile reset {x['compile_reset_s']:.1f} s, step "
+              f"{x['compile_step_s']:.1f} s", flush=True)
+    for b in vec:
+        x = b.measure()
+        r["vec"].append(x)
+        print(f"{x['task']} JaxVectorEnv N = {x['n']}: {x['steps_per_s']:,.0f} steps/s",
+              flush=True)
+    r["grad"] = grad.measure() if grad is not None else None
+    if grad is not None:
+        print(f"gradient: {r['grad']['multiple']:.1f}x the forward rollout", flush=True)
+    r["load"] = (load0, loadavg())
+
+    text = render(r, s, time.perf_counter() - t_start)
+    write_text_atomic(args.out, text)
     print(text)
+    print(f"wrote {args.out} (warm-up {t_warm:.0f} s, total "
+          f"{time.perf_counter() - t_start:.0f} s)")
     return 0
 
 
