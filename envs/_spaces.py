@@ -168,29 +168,28 @@ def check_action(action, space, *, batch: int | None = None, name: str = "action
     an infinite value.
     """
     want = tuple(space.shape) if batch is None else (batch, *space.shape)
-    expected = _describe(space, batch)
     try:
         arr = np.asarray(action)
     except Exception as e:  # ragged lists and the like
         raise ValueError(f"{name}: cannot convert {type(action).__name__} to an array ({e}); "
-                         f"expected {expected}") from e
+                         f"expected {_describe(space, batch)}") from e
     if arr.dtype.kind not in "iuf":
         raise ValueError(f"{name}: dtype {arr.dtype} ({type(action).__name__}) is not numeric; "
-                         f"expected {expected}")
+                         f"expected {_describe(space, batch)}")
     if arr.shape != want:
         raise ValueError(f"{name}: shape {arr.shape} does not match the expected shape {want}; "
-                         f"expected {expected}")
+                         f"expected {_describe(space, batch)}")
     if arr.dtype.kind == "f":
         bad = ~np.isfinite(arr)
         if bad.any():
             where = np.argwhere(bad)[:5].tolist()
             raise ValueError(f"{name}: {int(bad.sum())} value(s) are NaN or infinite (at "
-                             f"{where}); expected finite values in {expected}")
+                             f"{where}); expected finite values in {_describe(space, batch)}")
     if isinstance(space, spaces.Box):
         return np.clip(arr, space.low, space.high).astype(np.float32)
     if isinstance(space, spaces.MultiDiscrete):
         if arr.dtype.kind == "f" and np.any(arr != np.round(arr)):
             raise ValueError(f"{name}: values {arr!r:.80} are not whole numbers; "
-                             f"expected {expected}")
+                             f"expected {_describe(space, batch)}")
         return np.clip(np.round(arr), 0, space.nvec - 1).astype(np.int32)
     raise TypeError(f"unsupported space {space!r}")  # pragma: no cover
