@@ -1040,7 +1040,13 @@ def markdown(rows: list[dict], plan: _Plan, cfg: BenchmarkConfig, report: Benchm
              "in a separate *tuned-on* table; † marks a controller tuned on the scenario "
              "(with other seeds). The other tables hold held-out rows only.", ""]
     if report.not_fitting:
-        head += ["Not run (spaces do not fit):", ""] + [f"- {m}" for m in report.not_fitting]
+        per: dict[str, list[str]] = {}
+        for m in report.not_fitting:
+            hit = re.match(r"policy '(.+)' does not fit (\w+): ", m)
+            per.setdefault(hit.group(1) if hit else m, []).append(hit.group(2) if hit else "")
+        head += ["Not run where the policy's spaces do not fit the task's:", ""]
+        head += [f"- `{_md(p)}`: " + ", ".join(t for t in ts if t) if any(ts) else f"- {p}"
+                 for p, ts in per.items()]
         head.append("")
 
     body, ranked = [], []
