@@ -133,7 +133,11 @@ class MPCConfig:
     model step in the backward pass; ``term_scale``: ``(term, factor)`` pairs that
     multiply the reward's weight of a term inside the MPC's cost (e.g.
     ``(("lost_work", 20.0),)`` to make lost work a near-hard constraint);
-    ``penalties``: :class:`Penalties`.
+    ``start_grid``: ``(segment, values)`` pairs: at each re-plan the warm start is
+    compared with constant plans that hold that segment at each normalized value in
+    ``values`` (the other actuators at the fixed setpoints), and the descent starts
+    from the cheapest (a multi-start against local minima, e.g. the supply setpoint
+    between the chiller and free-cooling regimes); ``penalties``: :class:`Penalties`.
     """
 
     horizon_s: float = 30.0
@@ -148,6 +152,7 @@ class MPCConfig:
     ln2_order_below: float = 0.25
     checkpoint: bool = True
     term_scale: tuple = ()
+    start_grid: tuple = ()
     penalties: Penalties = Penalties()
 
     def __post_init__(self):
@@ -167,7 +172,10 @@ DEFAULTS = {
     "PowerSmoothing": MPCConfig(horizon_s=30.0, hold_s=10.0, iters=10, iters_first=40,
                                 term_scale=(("lost_work", 20.0),)),
     "CoolingDispatch": MPCConfig(horizon_s=900.0, hold_s=60.0, model_dt_s=10.0,
-                                 model_sub_s=0.5, iters=10, iters_first=30),
+                                 model_sub_s=0.5, iters=10, iters_first=30,
+                                 start_grid=(("supply_setpoint_c",
+                                              (-1.0, -0.5, 0.0, 0.5, 1.0)),),
+                                 penalties=Penalties(junction_margin_k=1.0)),
     "Facility": MPCConfig(horizon_s=30.0, hold_s=10.0, iters=10, iters_first=40,
                           term_scale=(("lost_work", 20.0),)),
 }
@@ -460,6 +468,40 @@ def _init_plan(st: _Static, params):
     return jnp.broadcast_to(z, (st.knots, z.shape[0]))
 
 
+def _start_candidates(st: _Static, params, z_init):
+    """Constant plans of :attr:`MPCConfig.start_grid` (C, K, n), ``z_init`` first."""
+    segs = segments_for(st.task, params)
+    cands = [np.asarray(z_init)]
+    for name, values in st.cfg.start_grid:
+        off = 0
+        for seg in segs:
+            if seg.name == name:
+                break
+            off += seg.size
+        else:
+            raise ValueError(f"start_grid: no action segment {name!r}; segments: "
+                             f"{[s.name for s in segs]}")
+        size = next(s.size for s in segs if s.name == name)
+        for v in values:
+            z = np.array(z_init, copy=True)
+            z[:, off:off + size] = np.asarray(from_action(jnp.full((size,), float(v))))
+            cands.append(z)
+    return np.stack(cands)
+
+
+@partial(jax.jit, static_argnums=0)
+def _costs_batch(st: _Static, zs, env_states, params):
+    """Plan cost of each candidate (C, K, n) for each env: (N, C)."""
+    per_env = jax.vmap(lambda z, es: plan_cost(st, z, es, params), in_axes=(0, None))
+    return jax.vmap(lambda es: per_env(zs, es))(env_states)
+
+
+@partial(jax.jit, static_argnums=0)
+def _cost_each(st: _Static, z0, env_states, params):
+    """Plan cost of each env's own plan (N, K, n) -> (N,)."""
+    return jax.vmap(lambda z, es: plan_cost(st, z, es, params))(z0, env_states)
+
+
 # ---- the policy -----------------------------------------------------------------------------
 
 
@@ -556,6 +598,13 @@ class GradientMPC:
                 z0 = np.where(restarted[:, None, None], z_init[None], _shift_batch(self._z))
             cold = self._z is None or self._z.shape[0] != n or restarted.all()
             cfg = self.config
+            if cfg.start_grid:  # multi-start: the warm plan against the constant plans
+                cands = _start_candidates(st, params, z_init)
+                c_grid = np.asarray(_costs_batch(st, jnp.asarray(cands), env_state, params))
+                c_warm = np.asarray(_cost_each(st, jnp.asarray(z0), env_state, params))
+                best = np.argmin(c_grid, axis=1)
+                take = c_grid[np.arange(n), best] < c_warm
+                z0 = np.where(take[:, None, None], cands[best], z0)
             n_iters, lr = (cfg.iters_first, cfg.lr) if cold else (cfg.iters, cfg.lr_warm)
             self._z0 = jnp.asarray(z0)
             z, c0, c1 = _plan_batch(st, self._z0, env_state, params, jnp.int32(n_iters),
