@@ -112,7 +112,7 @@ def test_benchmark__sigint_then_sigkill_lose_no_finished_cell_and_resume(tmp_pat
 
 TRAIN = ["scripts/train.py", "--algo", "ppo", "--env", "CoolingDispatch-v0", "--seed", "0",
          "--env-kwargs", "episode__steps=20", "--eval-freq", "0", "--checkpoint-freq", "200",
-         "--no-progress", "--hyperparams", "n_envs=2", "n_timesteps=6000", "n_steps=20",
+         "--no-progress", "--hyperparams", "n_envs=2", "n_timesteps=3000", "n_steps=20",
          "batch_size=40", "n_epochs=1"]
 
 
@@ -165,4 +165,4 @@ def test_train__sigint_then_sigkill_keep_whole_checkpoints_and_resume_to_the_tot
         assert z.testzip() is None
     from heatsync.agents.sb3_policy import SB3Policy
 
-    assert 6000 <= SB3Policy.load(run, which="final").model.num_timesteps < 6000 + 40
+    assert 3000 <= SB3Policy.load(run, which="final").model.num_timesteps < 3000 + 40
