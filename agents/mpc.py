@@ -72,8 +72,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from heatsync.agents.baseline_power import task_segments
 from heatsync.envs import _queue as Q
-from heatsync.envs._spaces import cooling_segments, decode, smoothing_segments
+from heatsync.envs._spaces import decode
 from heatsync.envs._terms import BENEFITS, cost_terms, ramp_excess_w_per_s
 from heatsync.envs.vector import make_task
 from heatsync.physics import exogenous_at, replace
@@ -194,20 +195,18 @@ Z_MAX = 3.0
 def segments_for(task, params):
     """The plant segments of a task's action (without Facility's scheduling components)."""
     name = make_task(task).name
-    p = params.plant
-    if name == "PowerSmoothing":
-        return smoothing_segments(p)
-    if name == "CoolingDispatch":
-        return cooling_segments(p)
-    if name == "Facility":
-        return smoothing_segments(p) + cooling_segments(p)
-    raise ValueError(f"GradientMPC: task {name!r} is not supported; supported: "
-                     f"{sorted(DEFAULTS)}")
+    segs = task_segments(name, params.plant)
+    if not segs:
+        raise ValueError(f"GradientMPC: task {name!r} is not supported; supported: "
+                         f"{sorted(DEFAULTS)}")
+    return segs
 
 
 def encode(values: dict, segments) -> jnp.ndarray:
     """Physical values by segment to a normalized [-1, 1] vector: the inverse of
-    :func:`heatsync.envs._spaces.decode` (jit-safe; values are clipped to range).
+    :func:`heatsync.envs._spaces.decode` (values are clipped to range). The JAX twin of
+    the host-side NumPy :func:`heatsync.envs._spaces.encode`, for use under ``jit``
+    (the first plan is built inside the compiled planner).
 
     **Arguments**: ``values`` name -> scalar or ``(size,)`` array for every
     segment; ``segments`` the layout. **Returns**: ``(total size,)`` array;

@@ -390,22 +390,11 @@ class VecThroughput:
 
 # ---- 5. gradient of a rollout ----------------------------------------------------------------
 
-#: plant parameters the gradient is taken with respect to (with the per-step actions)
-GRAD_PARAMS = ("coldplate.r_gpu_k_per_w", "cdu.ua_w_per_k", "cdu.pump_rated_w",
-               "ultracap.e_max_j", "rejection.eta_ii")
-
-
-def _with_params(p, theta):
-    for i, name in enumerate(GRAD_PARAMS):
-        group, fld = name.split(".")
-        p = replace(p, **{group: replace(getattr(p, group), **{fld: theta[i]})})
-    return p
-
-
-def _grad_cost_of(series):
-    """Scalar cost of a rollout's series (USD plus 0.01 per degC-interval)."""
-    return (jnp.sum(series["cost_energy_usd"]) + 0.01 * jnp.sum(series["t_junction_max_c"])
-            + 0.01 * jnp.sum(series["t_supply_max_c"]))
+# the gradient problem of scripts/_grad_cost.py (this folder is on sys.path when run as a
+# script): the five plant parameters, how they enter the plant, and the scalar cost
+from _grad_cost import PARAMS as GRAD_PARAMS  # noqa: E402
+from _grad_cost import _cost as _grad_cost_of  # noqa: E402
+from _grad_cost import _with_params  # noqa: E402
 
 
 def grad_problem(scenario: str, steps: int):
