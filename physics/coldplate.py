@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ._math import exp_node
+from ._math import exp_node, pow_pos
 from ._pytree import param, pytree_dataclass
 
 __all__ = ["ColdPlateParams", "resistance_k_per_w", "step_rack"]
@@ -50,7 +50,7 @@ class ColdPlateParams:
 def resistance_k_per_w(cp: ColdPlateParams, n_gpu, flow_ratio):
     """Rack junction-to-coolant resistance (K/W) at a flow ratio (flow / rated)."""
     ratio = jnp.maximum(flow_ratio, cp.flow_ratio_min)
-    return cp.r_gpu_k_per_w / n_gpu * ratio ** (-cp.flow_exponent)
+    return cp.r_gpu_k_per_w / n_gpu * pow_pos(ratio, -cp.flow_exponent)
 
 
 def step_rack(cp: ColdPlateParams, n_gpu, t_j_c, t_c_c, t_sup_c, p_liquid_w, q_direct_w,

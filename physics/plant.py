@@ -296,9 +296,10 @@ def _substep(p: Params, a: Action, exo: Exogenous, prev_uc, prev_ups, s: State, 
     f_th = _gpu.throttle_implicit(g, s.t_junction_c, c_est * u_c + (1.0 - c_est) * u_m,
                                   t_drift, k_heat)
     f_c = jnp.minimum(f_th, f_cap_c)
-    f_c = jnp.minimum(f_c, _wl.rack_view(ws, _wl.job_min(member_on, f_c), fill=1.0))
+    f_c_job = _wl.job_min(member_on, f_c)  # lockstep: each job at its slowest rack's clock
+    f_c = jnp.minimum(f_c, _wl.rack_view(ws, f_c_job, fill=1.0))
     f_m = jnp.minimum(f_th, f_cap_m)
-    c = _wl.rack_view(ws, _wl.occupancy(ws, _wl.job_min(member_on, f_c), h)[0])
+    c = _wl.rack_view(ws, _wl.occupancy(ws, f_c_job, h)[0])
     p_need_c = _gpu.demand_w(g, u_c, f_c)
     p_need_m = _gpu.demand_w(g, u_m, f_m)
     p_need = (c * p_need_c + (1.0 - c) * p_need_m) * on

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from ._math import safe_pow
 from ._pytree import param, pytree_dataclass, replace
 
 __all__ = ["UpsParams", "UpsState", "init_ups", "limits", "dispatch", "age"]
@@ -97,7 +98,7 @@ def age(up: UpsParams, us: UpsState, e_before_j, p_w, h_s) -> UpsState:
                   jnp.where(p_w < -up.reversal_deadband_w, -1.0, 0.0))
     reversal = (d != 0.0) & (us.direction != 0.0) & (d != us.direction)
     depth = jnp.abs(e_before_j - us.e_turn_j) / jnp.maximum(up.e_max_j, 1e-9)
-    half = 0.5 * jnp.maximum(depth, 1e-12) ** up.dod_exponent / up.cycles_at_full_dod
+    half = 0.5 * safe_pow(depth, up.dod_exponent) / up.cycles_at_full_dod
     return replace(
         us,
         direction=jnp.where(d != 0.0, d, us.direction),
@@ -111,4 +112,4 @@ def age(up: UpsParams, us: UpsState, e_before_j, p_w, h_s) -> UpsState:
 def pending_half_cycle(up: UpsParams, us: UpsState):
     """Life share of the half cycle still open (counted in the final KPI)."""
     depth = jnp.abs(us.e_j - us.e_turn_j) / jnp.maximum(up.e_max_j, 1e-9)
-    return 0.5 * jnp.maximum(depth, 1e-12) ** up.dod_exponent / up.cycles_at_full_dod
+    return 0.5 * safe_pow(depth, up.dod_exponent) / up.cycles_at_full_dod
