@@ -8,7 +8,7 @@ import gymnasium
 import jax
 import numpy as np
 
-from ._core import LAYOUTS, Task, drive_reset, drive_step, structure_id
+from ._core import LAYOUTS, Task, drive_reset_flat, drive_step_flat, flat_specs, structure_id
 from ._render import render_dashboard
 from ._spaces import check_action
 
@@ -54,13 +54,25 @@ class HeatsyncEnv(gymnasium.Env):
         self.episode_steps = int(self.scenario.episode_steps)
         self._sid = structure_id(self.params, self.action_space.shape)
         self._rng = None
-        self._state = None
+        self._sbufs = None  # the EnvState as flat buffers (see envs._core.Flat)
         self._history: collections.deque = collections.deque(maxlen=HISTORY_STEPS)
 
     @property
+    def params(self):
+        """The env's :class:`EnvParams` (constant over episodes)."""
+        return self._params
+
+    @params.setter
+    def params(self, value):
+        self._params = value
+        self._sflat, self._pflat = flat_specs(self.task, value)
+        self._pbufs = tuple(jax.numpy.asarray(b) for b in self._pflat.pack(value, xp=np))
+
+    @property
     def state(self):
-        """The functional :class:`EnvState` (JAX arrays), for JAX-native tools."""
-        return self._state
+        """The functional :class:`EnvState` (JAX arrays), for JAX-native tools;
+        ``None`` before ``reset``."""
+        return None if self._sbufs is None else self._sflat.unpack(self._sbufs)
 
     @property
     def obs_names(self) -> list[str]:
@@ -77,13 +89,13 @@ class HeatsyncEnv(gymnasium.Env):
         NumPy arrays plus the render history; picklable (``pickle.dump`` it to
         checkpoint). :meth:`set_state` restores it, and the continuation is
         identical to the one the env would have run."""
-        if self._state is None:
+        if self._sbufs is None:
             raise gymnasium.error.ResetNeeded("call reset() before get_state()")
         return {
             "format": "heatsync-env-state/1",
             "task": self.task.name,
             "shapes": self._snapshot_shapes(),
-            "state": jax.device_get(self._state),
+            "state": self._sflat.unpack(tuple(np.array(b) for b in self._sbufs)),
             "rng": np.asarray(self._rng),
             "history": list(self._history),
         }
@@ -105,15 +117,12 @@ class HeatsyncEnv(gymnasium.Env):
         if snapshot["shapes"] != self._snapshot_shapes():
             raise ValueError(f"snapshot.shapes: taken on an env with observation/action shapes "
                              f"{snapshot['shapes']}, this env has {self._snapshot_shapes()}")
-        ref = self._state if self._state is not None else drive_reset(
-            self.task, self._sid, _seed_key(0), self.params)[1]
-        ref_leaves, treedef = jax.tree_util.tree_flatten(ref)
         leaves = jax.tree_util.tree_leaves(snapshot["state"])
-        if len(leaves) != len(ref_leaves) or any(
-                np.shape(a) != np.shape(b) for a, b in zip(leaves, ref_leaves, strict=True)):
+        if len(leaves) != len(self._sflat.shapes) or any(
+                np.shape(a) != b for a, b in zip(leaves, self._sflat.shapes, strict=True)):
             raise ValueError("snapshot.state: leaf shapes differ from this env's state")
-        self._state = jax.tree_util.tree_unflatten(treedef, [
-            jax.numpy.asarray(a, dtype=b.dtype) for a, b in zip(leaves, ref_leaves, strict=True)])
+        tree = jax.tree_util.tree_unflatten(self._sflat.treedef, leaves)
+        self._sbufs = tuple(jax.numpy.asarray(b) for b in self._sflat.pack(tree, xp=np))
         self._rng = jax.numpy.asarray(snapshot["rng"], dtype=jax.numpy.uint32)
         self._history.clear()
         self._history.extend(snapshot["history"])
@@ -124,18 +133,20 @@ class HeatsyncEnv(gymnasium.Env):
             self._rng = _seed_key(seed)
         elif self._rng is None:
             self._rng = _seed_key(int(self.np_random.integers(0, 2**31 - 1)))
-        self._rng, self._state, flat = drive_reset(self.task, self._sid, self._rng, self.params)
+        self._rng, self._sbufs, flat = drive_reset_flat(self.task, self._sid, self._sflat,
+                                                        self._pflat, self._rng, self._pbufs)
         layout = LAYOUTS[("reset", self.task, self._sid)]
         obs, info = layout.unpack(np.array(flat), python_scalars=True)
         self._history.clear()
         return np.array(obs, dtype=np.float32), info
 
     def step(self, action):
-        if self._state is None:
+        if self._sbufs is None:
             raise gymnasium.error.ResetNeeded("call reset() before step()")
         a = check_action(action, self.action_space)
-        self._rng, self._state, flat = drive_step(self.task, self._sid, self._rng, self._state,
-                                                  a, self.params)
+        self._rng, self._sbufs, flat = drive_step_flat(self.task, self._sid, self._sflat,
+                                                       self._pflat, self._rng, self._sbufs, a,
+                                                       self._pbufs)
         layout = LAYOUTS[("step", self.task, self._sid)]
         obs, reward, terminated, truncated, info = layout.unpack(np.array(flat),
                                                                  python_scalars=True)
@@ -154,4 +165,4 @@ class HeatsyncEnv(gymnasium.Env):
                                 title=f"{self.task.name} - {self.scenario.name}")
 
     def close(self):
-        self._state = None
+        self._sbufs = None

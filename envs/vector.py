@@ -24,7 +24,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from ._core import LAYOUTS, Task, drive_vreset, drive_vstep, structure_id
+from ._core import LAYOUTS, Task, drive_vreset_flat, drive_vstep_flat, flat_specs, structure_id
 from ._gym import _seed_key
 from ._spaces import check_action
 from .cooling_dispatch import CoolingDispatch
@@ -89,8 +89,10 @@ class JaxVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.render_mode = None
         self._sid = structure_id(self.params, self.single_action_space.shape)
+        self._sflat, self._pflat = flat_specs(self.task, self.params)
+        self._pbufs = tuple(jnp.asarray(b) for b in self._pflat.pack(self.params, xp=np))
         self._rngs = None
-        self._states = None
+        self._sbufs = None  # the batched EnvState as flat buffers (N, size) (envs._core.Flat)
 
     def _seed_rngs(self, seed):
         n = self.num_envs
@@ -117,18 +119,19 @@ class JaxVectorEnv(VectorEnv):
         if seed is not None and isinstance(seed, (int, np.integer)):
             self._np_random, self._np_random_seed = gymnasium.utils.seeding.np_random(int(seed))
         self._seed_rngs(seed)
-        self._rngs, self._states, flat = drive_vreset(self.task, self._sid, self._rngs,
-                                                      self.params)
+        self._rngs, self._sbufs, flat = drive_vreset_flat(self.task, self._sid, self._sflat,
+                                                          self._pflat, self._rngs, self._pbufs)
         obs, info = LAYOUTS[("vreset", self.task, self._sid)].unpack(np.array(flat))
         return np.array(obs, dtype=np.float32), _batched_info(info)
 
     def step(self, actions):
-        if self._states is None:
+        if self._sbufs is None:
             raise gymnasium.error.ResetNeeded("call reset() before step()")
         a = check_action(actions, self.single_action_space, batch=self.num_envs,
                          name="actions")
-        self._rngs, self._states, flat = drive_vstep(self.task, self._sid, self._rngs,
-                                                     self._states, a, self.params)
+        self._rngs, self._sbufs, flat = drive_vstep_flat(self.task, self._sid, self._sflat,
+                                                         self._pflat, self._rngs, self._sbufs, a,
+                                                         self._pbufs)
         layout = LAYOUTS[("vstep", self.task, self._sid)]
         obs, rew, term, trunc, info = layout.unpack(np.array(flat))
         done = term | trunc
@@ -139,11 +142,12 @@ class JaxVectorEnv(VectorEnv):
 
     @property
     def states(self):
-        """The batched functional :class:`EnvState` (leading axis N)."""
-        return self._states
+        """The batched functional :class:`EnvState` (leading axis N); ``None``
+        before ``reset``."""
+        return None if self._sbufs is None else self._sflat.unpack(self._sbufs, batch_ndim=1)
 
     def close_extras(self, **kwargs):
-        self._states = None
+        self._sbufs = None
 
 
 def _batched_info(info: dict) -> dict:

@@ -207,6 +207,45 @@ def test_jit__reset_and_step_trace_once_per_shape(envs, env_id):
     assert dict(TRACE_COUNTS) == before
 
 
+def test_flat__buffers_round_trip_every_leaf_and_key_the_compile_cache():
+    """The faces keep the state and params as one buffer per dtype: packing on the
+    host or in a jit gives the same buffers, unpacking gives every leaf back with its
+    dtype (the uint32 key bits and int32 placements exactly), batched or not, and
+    specs of equal structure are equal static keys while another task's is not."""
+    from heatsync.envs._core import flat_specs
+
+    task = make_task("PowerAwareScheduling")
+    params = task.make_params(episode__steps=5)
+    sflat, pflat = flat_specs(task, params)
+    _, state = task.reset(jax.random.PRNGKey(3), params)
+    bufs = sflat.pack(state, xp=np)
+    assert {b.dtype for b in bufs} == {np.dtype("float32"), np.dtype("int32"),
+                                       np.dtype("uint32")}
+    for b, jb in zip(bufs, jax.jit(sflat.pack)(state), strict=True):
+        np.testing.assert_array_equal(b, np.asarray(jb))
+
+    def same(a, b):
+        la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+        assert len(la) == len(lb)
+        for x, y in zip(la, lb, strict=True):
+            assert np.asarray(x).dtype == np.asarray(y).dtype
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+    same(sflat.unpack(bufs), state)
+    same(pflat.unpack(pflat.pack(params, xp=np)), params)
+    _, states = jax.vmap(task.reset, in_axes=(0, None))(
+        jax.random.split(jax.random.PRNGKey(4), 3), params)
+    b3 = sflat.pack(states, batch_ndim=1, xp=np)
+    assert [b.shape for b in b3] == [(3, n) for n in sflat.sizes]
+    same(sflat.unpack(b3, batch_ndim=1), states)
+    same(jax.jit(lambda b: sflat.unpack(b, batch_ndim=1))(b3), states)
+
+    s2, p2 = flat_specs(task, task.make_params(episode__steps=9, reward__deadline=3.0))
+    assert (s2, p2) == (sflat, pflat) and hash(s2) == hash(sflat)
+    other = make_task("PowerSmoothing")
+    assert flat_specs(other, other.make_params())[0] != sflat
+
+
 def test_make__picks_bundled_scenario_yaml_path_and_overrides(tmp_path):
     env = gymnasium.make("heatsync/CoolingDispatch-v0", scenario="heatwave", episode__steps=7)
     assert env.unwrapped.scenario.name == "heatwave"

@@ -67,13 +67,13 @@ def test_vector__make_vec_uses_the_jitted_batch_in_same_step_mode():
 
 def test_vector__one_jitted_call_per_batch_step_and_one_trace(monkeypatch):
     calls = []
-    real = vector_module.drive_vstep
+    real = vector_module.drive_vstep_flat
 
     def counting(*args):
         calls.append(1)
         return real(*args)
 
-    monkeypatch.setattr(vector_module, "drive_vstep", counting)
+    monkeypatch.setattr(vector_module, "drive_vstep_flat", counting)
     venv = JaxVectorEnv("heatsync/PowerSmoothing-v0", N, episode__steps=3)
     venv.reset(seed=0)
     venv.step(venv.action_space.sample())
