@@ -79,13 +79,13 @@ def settings(quick: bool, repeats: int | None, jobs: int | None,
         s = {"repeats": 3, "jobs": 2, "batches": (1, 64), "plant_steps": lambda b: 20,
              "hall_racks": 200, "hall_steps": 20, "latency_steps": 200, "latency_warmup": 20,
              "latency_tasks": (TASKS[0],), "vec_tasks": (TASKS[0],), "vec_n": (64,),
-             "vec_block_steps": 5, "grad_steps": 0}
+             "vec_block_steps": 5, "grad_steps": 0, "anatomy_calls": 200}
     else:
         s = {"repeats": 5, "jobs": 1, "batches": (1, 64, 1024, 4096),
              "plant_steps": lambda b: int(np.clip(100_000 // b, 50, 2000)),
              "hall_racks": 800, "hall_steps": 200, "latency_steps": 3000, "latency_warmup": 100,
              "latency_tasks": TASKS, "vec_tasks": TASKS, "vec_n": (64, 1024), "vec_block_steps": 20,
-             "grad_steps": 3600}
+             "grad_steps": 3600, "anatomy_calls": 2000}
     if repeats is not None:
         s["repeats"] = repeats
     if jobs is not None:
@@ -318,6 +318,112 @@ class EnvLatency:
                 "compile_step_s": self.first_step_s - med}
 
 
+class StepAnatomy:
+    """Where one ``Env.step`` of a task goes: the host side (action check, unpacking,
+    render history), the jitted call's fixed cost (dispatch, and the kernels outside
+    the substep loop) and the step's compute, from the same step body compiled to run
+    K = 1 and K = 10 times in one call; plus the kernel (thunk) counts XLA:CPU runs."""
+
+    weight = 9.0
+
+    def __init__(self, task: str, calls: int):
+        self.task, self.calls = task, calls
+
+    def jobs(self):
+        return [(self.weight, f"{self.task} step anatomy", self.prepare)]
+
+    def prepare(self):
+        from functools import partial
+
+        from heatsync.envs._core import _pack, _step_one, drive_step_flat
+        from heatsync.envs._spaces import check_action
+
+        env = gymnasium.make(make_task(self.task).env_id, episode__steps=10**6).unwrapped
+        env.action_space.seed(0)
+        env.reset(seed=0)
+        self.raw = env.action_space.sample()
+        a = check_action(self.raw, env.action_space)
+        task, sid, sflat, pflat = env.task, env._sid, env._sflat, env._pflat
+
+        @partial(jax.jit, static_argnums=0)
+        def ksteps(k, rng, sbufs, action, pbufs):
+            params = pflat.unpack(pbufs)
+
+            def body(carry, _):
+                rng, sb = carry
+                rng, st, host = _step_one(task, rng, sflat.unpack(sb), action, params)
+                return (rng, sflat.pack(st)), _pack("step", task, sid, host)
+
+            (rng, sbufs), flat = jax.lax.scan(body, (rng, sbufs), None, length=k)
+            return rng, sbufs, flat[-1]
+
+        self.env, self.a, self.ksteps = env, a, ksteps
+        for k in (1, 10):
+            jax.block_until_ready(ksteps(k, env._rng, env._sbufs, a, env._pbufs))
+        hlo = drive_step_flat.lower(task, sid, sflat, pflat, env._rng, env._sbufs, a,
+                                    env._pbufs).compile().as_text()
+        self.kernels = kernel_counts(hlo)
+        for _ in range(50):
+            env.step(self.raw)
+
+    @staticmethod
+    def _medians_us(fns, n):
+        """Median time of each function, calls interleaved (so that drift in the
+        machine's load biases none of them)."""
+        times = np.empty((len(fns), n))
+        for i in range(n):
+            for j, fn in enumerate(fns):
+                t0 = time.perf_counter()
+                fn()
+                times[j, i] = time.perf_counter() - t0
+        return [1e6 * float(np.median(t)) for t in times]
+
+    def measure(self) -> dict:
+        from heatsync.envs._core import drive_step_flat
+
+        env, a, n = self.env, self.a, self.calls
+        static = (env.task, env._sid, env._sflat, env._pflat)
+
+        def call():
+            env._rng, env._sbufs, flat = drive_step_flat(*static, env._rng, env._sbufs, a,
+                                                         env._pbufs)
+            np.asarray(flat)
+
+        def steps(k):
+            def run():
+                env._rng, env._sbufs, flat = self.ksteps(k, env._rng, env._sbufs, a,
+                                                         env._pbufs)
+                np.asarray(flat)
+            return run
+
+        env_step, call_us = self._medians_us([lambda: env.step(self.raw), call], n)
+        k1, k10 = self._medians_us([steps(1), steps(10)], max(n // 4, 20))
+        per_step = (k10 - k1) / 9.0
+        return {"task": self.task, "env_step_us": env_step, "call_us": call_us,
+                "host_us": env_step - call_us, "k1_us": k1, "k10_us": k10,
+                "in_loop_us": per_step, "fixed_us": k1 - per_step, **self.kernels}
+
+
+def kernel_counts(hlo: str) -> dict:
+    """Kernels (thunks) of a compiled step: those in the entry computation outside
+    the loops, and those of the largest loop body (the substep scan), per iteration."""
+    import re
+
+    def count(body):
+        ops = re.findall(r"= \S+ ([a-z\-]+)\(", body)
+        return sum(op not in ("get-tuple-element", "bitcast", "constant", "parameter",
+                              "tuple") for op in ops)
+
+    i = hlo.index("\nENTRY")
+    entry = hlo[i:hlo.index("\n}\n", i)]
+    bodies = []
+    for name in re.findall(r"body=(%[\w.\-]+)", hlo):
+        j = hlo.find("\n" + name + " ")
+        if j >= 0:
+            bodies.append(count(hlo[j:hlo.index("\n}\n", j)]))
+    return {"entry_kernels": count(entry), "loop_kernels": max(bodies, default=0)}
+
+
 def _sb3():
     try:
         from heatsync.envs.sb3 import SB3VecEnv
@@ -485,6 +591,36 @@ def _mib(b) -> str:
     return "n/a" if b is None else f"{b / 2**20:,.1f}"
 
 
+def render_anatomy(x: dict, plant: list) -> list[str]:
+    """Section "where a single step's time goes" (placed after the compile times)."""
+    b1 = {row["batch"]: row for row in plant}.get(1)
+    rollout_us = f"{1e6 / b1['env_steps_per_s']:,.0f} us" if b1 else "not measured"
+    return [
+        "", f"## 4b. Where a single step's time goes ({x['task']})", "",
+        "Medians over repeated calls. The jitted call is the env's own `drive_step_flat` "
+        "(flat state and params buffers, one host transfer). The same step body compiled "
+        "to run K = 1 and K = 10 times per call splits it into a fixed cost per call and "
+        "the step's compute inside a loop: fixed = T(1) - (T(10) - T(1)) / 9.", "",
+        "| part | us | how |", "|---|---:|---|",
+        f"| `Env.step` | {x['env_step_us']:,.0f} | the env, as users call it |",
+        f"| host side | {x['host_us']:,.0f} | `Env.step` minus the jitted call: action "
+        "check, unpacking obs/reward/info into Python, render history |",
+        f"| jitted call | {x['call_us']:,.0f} | `drive_step_flat` and the transfer of its "
+        "output |",
+        f"| fixed cost per call | {x['fixed_us']:,.0f} | dispatch, and "
+        f"{x['entry_kernels']} kernels outside the substep loop (reward, observation, info "
+        "packing, exogenous inputs, copies into the loop) |",
+        f"| step compute in a loop | {x['in_loop_us']:,.0f} | the same step when the call "
+        f"already runs: {x['loop_kernels']} kernels per substep iteration x n_sub |",
+        "", f"For comparison, the plant alone (no reward, observation or info, nothing "
+        f"recorded) takes {rollout_us} per step in the batch-1 rollout of section 1. "
+        "XLA:CPU runs each kernel as a thunk with a fixed overhead of the order of a "
+        "microsecond, and a step is several hundred kernels on arrays of 8 racks, so the "
+        "single-env step is bounded by kernel count, not arithmetic: reaching 50 us needs "
+        "a step of a few dozen kernels (one fused kernel per substep) or a CPU backend "
+        "without per-kernel dispatch."]
+
+
 def render(r: dict, s: dict, wall_s: float) -> str:
     m, quick = r["machine"], s["quick"]
     cmd = "python scripts/perf.py" + (" --quick" if quick else "")
@@ -628,6 +764,8 @@ def render(r: dict, s: dict, wall_s: float) -> str:
             f"counted once): {c['flops']:,.0f} flops, {c['transcendentals']:,.0f} "
             f"transcendentals, {c['bytes']:,.0f} bytes accessed."]
 
+    out += render_anatomy(r["anatomy"], r["plant"])
+
     # 5. gradient
     out += ["", "## 5. Gradient of a 1 h rollout", ""]
     if g is None:
@@ -693,7 +831,8 @@ def main(argv=None) -> int:
     vec = [VecThroughput(t, n, s["vec_block_steps"], reps)
            for t in s["vec_tasks"] for n in s["vec_n"]]
     grad = GradCost(s["grad_steps"], reps) if s["grad_steps"] > 0 else None
-    benches = [*plant, hall, cost, *lat, *vec, *([grad] if grad is not None else [])]
+    anatomy = StepAnatomy(TASKS[0], s["anatomy_calls"])
+    benches = [*plant, hall, cost, *lat, *vec, anatomy, *([grad] if grad is not None else [])]
 
     # warm-up phase: every compile, the longest first
     jobs = sorted((j for b in benches for j in b.jobs()), key=lambda j: -j[0])
@@ -731,6 +870,10 @@ def main(argv=None) -> int:
         r["vec"].append(x)
         print(f"{x['task']} JaxVectorEnv N = {x['n']}: {x['steps_per_s']:,.0f} steps/s",
               flush=True)
+    r["anatomy"] = anatomy.measure()
+    print(f"{TASKS[0]} step anatomy: call {r['anatomy']['call_us']:,.0f} us = fixed "
+          f"{r['anatomy']['fixed_us']:,.0f} + in-loop {r['anatomy']['in_loop_us']:,.0f}",
+          flush=True)
     r["grad"] = grad.measure() if grad is not None else None
     if grad is not None:
         print(f"gradient: {r['grad']['multiple']:.1f}x the forward rollout", flush=True)
