@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.flatten_util
 import jax.numpy as jnp
 
 from . import _math
@@ -459,15 +458,9 @@ def step(p: Params, s: State, a: Action, exo: Exogenous):
 
     init = {name: jnp.asarray(_INIT[how], s.t_supply_c.dtype) for name, (how, _) in OUTPUTS.items()}
 
-    # the plant parameters enter the substep loop as one buffer, unpacked inside
-    # the body: XLA fuses the slices into their consumers, where ~200 separate loop
-    # operands would each cost a copy kernel per call (scripts/perf.py, section 4b)
-    # (params only: under vmap they are shared, where actions and inputs are batched)
-    p_flat, unravel = jax.flatten_util.ravel_pytree(p)
-
     def body(carry, k):
         state, acc = carry
-        state, out = _substep(unravel(p_flat), a, exo, prev_uc, prev_ups, state, k)
+        state, out = _substep(p, a, exo, prev_uc, prev_ups, state, k)
         acc = {name: _FOLD[how](acc[name], out[name]) for name, (how, _) in OUTPUTS.items()}
         return (state, acc), out["p_grid_w"]
 
