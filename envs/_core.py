@@ -361,6 +361,13 @@ class Layout:
         self.dtypes = [np.dtype(x.dtype) for x in leaves]
         sizes = [int(np.prod(s)) for s in self.shapes]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int).tolist()
+        # one env's conversion plan: (Python type, offset) for a scalar, else
+        # (None, start, stop, (shape, dtype))
+        conv = {"b": bool, "i": int, "u": int}
+        self._plan = [(conv.get(dtype.kind, float), a, None, None) if not shape
+                      else (None, a, b, (shape, dtype))
+                      for shape, dtype, a, b in zip(self.shapes, self.dtypes, self.offsets[:-1],
+                                                    self.offsets[1:], strict=True)]
 
     def unpack(self, flat: np.ndarray, python_scalars: bool = False):
         """Rebuild the pytree from ``flat`` of shape (..., total) (NumPy views)."""
@@ -382,18 +389,10 @@ class Layout:
         """One env's output with scalars as Python numbers: one ``tolist`` for every
         scalar (per-leaf NumPy calls cost ~3 us each, and an info has ~90 leaves), and
         a conversion plan made once per layout."""
-        plan = self.__dict__.get("_plan")
-        if plan is None:
-            conv = {"b": bool, "i": int, "u": int}
-            plan = self._plan = [
-                (conv.get(dtype.kind, float), a, None, None) if not shape
-                else (None, a, b, (shape, dtype))
-                for shape, dtype, a, b in zip(self.shapes, self.dtypes, self.offsets[:-1],
-                                              self.offsets[1:], strict=True)]
         values = flat.tolist()
         leaves = [to(values[a]) if to is not None
                   else flat[a:b].reshape(sd[0]).astype(sd[1], copy=False)
-                  for to, a, b, sd in plan]
+                  for to, a, b, sd in self._plan]
         return jax.tree.unflatten(self.treedef, leaves)
 
 
@@ -433,14 +432,15 @@ class Flat:
 
     def pack(self, tree, batch_ndim: int = 0, xp=jnp):
         """The buffers of ``tree`` (``xp``: ``jnp`` inside a jit, ``np`` on the host)."""
-        leaves = self.treedef.flatten_up_to(tree)
-        parts = [[] for _ in self.groups]
-        for x, (g, _, _) in zip(leaves, self.slots, strict=True):
+        parts = [[] for _ in self.groups]  # every group has a leaf, by construction
+        for x, (g, _, _) in zip(self.treedef.flatten_up_to(tree), self.slots, strict=True):
             x = xp.asarray(x)
             parts[g].append(x.reshape(x.shape[:batch_ndim] + (-1,)).astype(self.groups[g]))
-        batch = xp.shape(leaves[0])[:batch_ndim] if leaves else ()
-        return tuple(xp.concatenate(p, axis=-1) if p else xp.zeros(batch + (0,), g)
-                     for p, g in zip(parts, self.groups, strict=True))
+        return tuple(xp.concatenate(p, axis=-1) for p in parts)
+
+    def device_buffers(self, tree, batch_ndim: int = 0):
+        """:meth:`pack` on the host (NumPy, no tracing), then on the device."""
+        return tuple(jnp.asarray(b) for b in self.pack(tree, batch_ndim, xp=np))
 
     def unpack(self, bufs, batch_ndim: int = 0):
         """The pytree back from :meth:`pack`'s buffers (views or slices)."""

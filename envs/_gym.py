@@ -66,7 +66,7 @@ class HeatsyncEnv(gymnasium.Env):
     def params(self, value):
         self._params = value
         self._sflat, self._pflat = flat_specs(self.task, value)
-        self._pbufs = tuple(jax.numpy.asarray(b) for b in self._pflat.pack(value, xp=np))
+        self._pbufs = self._pflat.device_buffers(value)
 
     @property
     def state(self):
@@ -122,7 +122,7 @@ class HeatsyncEnv(gymnasium.Env):
                 np.shape(a) != b for a, b in zip(leaves, self._sflat.shapes, strict=True)):
             raise ValueError("snapshot.state: leaf shapes differ from this env's state")
         tree = jax.tree_util.tree_unflatten(self._sflat.treedef, leaves)
-        self._sbufs = tuple(jax.numpy.asarray(b) for b in self._sflat.pack(tree, xp=np))
+        self._sbufs = self._sflat.device_buffers(tree)
         self._rng = jax.numpy.asarray(snapshot["rng"], dtype=jax.numpy.uint32)
         self._history.clear()
         self._history.extend(snapshot["history"])

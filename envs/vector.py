@@ -90,7 +90,7 @@ class JaxVectorEnv(VectorEnv):
         self.render_mode = None
         self._sid = structure_id(self.params, self.single_action_space.shape)
         self._sflat, self._pflat = flat_specs(self.task, self.params)
-        self._pbufs = tuple(jnp.asarray(b) for b in self._pflat.pack(self.params, xp=np))
+        self._pbufs = self._pflat.device_buffers(self.params)
         self._rngs = None
         self._sbufs = None  # the batched EnvState as flat buffers (N, size) (envs._core.Flat)
 

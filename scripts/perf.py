@@ -50,7 +50,7 @@ import numpy as np
 import heatsync  # noqa: F401  (registers the env ids)
 from heatsync._io import write_text_atomic
 from heatsync.envs import ENV_IDS, JaxVectorEnv, make_task
-from heatsync.physics import exogenous_at, init_state, load_scenario, replace, rollout, step
+from heatsync.physics import exogenous_at, load_scenario, rollout, step
 
 #: the four tasks, in registration order
 TASKS = tuple(make_task(i).name for i in ENV_IDS)
@@ -497,51 +497,19 @@ class VecThroughput:
 # ---- 5. gradient of a rollout ----------------------------------------------------------------
 
 # the gradient problem of scripts/_grad_cost.py (this folder is on sys.path when run as a
-# script): the five plant parameters, how they enter the plant, and the scalar cost
+# script): the five plant parameters, the scalar cost and its forward and rematerialized
+# reverse-mode variants
 from _grad_cost import PARAMS as GRAD_PARAMS  # noqa: E402
-from _grad_cost import _cost as _grad_cost_of  # noqa: E402
-from _grad_cost import _with_params  # noqa: E402
+from _grad_cost import build as _grad_build  # noqa: E402
 
 
 def grad_problem(scenario: str, steps: int):
-    """``(forward, grad, args)``: the cost of a ``steps``-interval rollout as a function of
-    ``(theta (5,), pump (steps,), setpoint (steps,))``, and its reverse-mode gradient with
-    respect to all three through a ``lax.scan`` whose per-step body is rematerialized
-    (``jax.checkpoint``: only the state between control intervals is stored; the backward
-    pass recomputes each interval's substeps). As ``scripts/_grad_cost.py``."""
-    sc = load_scenario(scenario)
-    p0, key = sc.params, jax.random.PRNGKey(0)
-    setpoint0 = float(sc.config["control"].get("supply_setpoint_c", 32.0))
-    held = _tile(sc.control, steps)
-
-    def inputs(theta, pump, setpoint):
-        p = _with_params(p0, theta)
-        acts = replace(held, pump_speed=pump, supply_setpoint_c=setpoint)
-        return p, acts, init_state(p, sc.jobs, setpoint_c=setpoint0)
-
-    def forward(theta, pump, setpoint):
-        p, acts, s0 = inputs(theta, pump, setpoint)
-        _, series = rollout(p, sc.exo, s0, key, acts, steps)
-        return _grad_cost_of(series)
-
-    def remat_scan(theta, pump, setpoint):
-        p, acts, s0 = inputs(theta, pump, setpoint)
-
-        @jax.checkpoint
-        def body(s, a):
-            exo = exogenous_at(sc.exo, key, s.t_s, p.dt_s)
-            s2, out = step(p, s, a, exo)
-            return s2, {k: out[k] for k in ("cost_energy_usd", "t_junction_max_c",
-                                            "t_supply_max_c")}
-
-        _, series = jax.lax.scan(body, s0, acts)
-        return _grad_cost_of(series)
-
-    f = jnp.result_type(float)
-    theta = jnp.asarray([float(np.mean(getattr(getattr(p0, n.split(".")[0]), n.split(".")[1])))
-                         for n in GRAD_PARAMS], f)
-    args = (theta, jnp.full((steps,), 0.8, f), jnp.full((steps,), setpoint0, f))
-    return forward, jax.grad(remat_scan, argnums=(0, 1, 2)), args
+    """``(forward, grad, args)`` of ``scripts/_grad_cost.py``: the cost of a
+    ``steps``-interval rollout as a function of ``(theta (5,), pump (steps,), setpoint
+    (steps,))``, and its reverse-mode gradient with respect to all three through a
+    ``lax.scan`` whose per-step body is rematerialized (``jax.checkpoint``)."""
+    fns, args = _grad_build(scenario, steps)
+    return fns["forward"], fns["grad scan+remat"], args
 
 
 class GradCost:
