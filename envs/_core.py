@@ -22,10 +22,12 @@ import dataclasses
 from functools import partial
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 from gymnasium import spaces
 
+from heatsync import _xla
 from heatsync.physics import (
     OUTPUTS,
     REWARD_KEYS,
@@ -49,7 +51,7 @@ from ._terms import BENEFITS, Normalizers, check_terms, cost_terms, default_norm
 __all__ = ["EnvParams", "EnvState", "RewardWeights", "Task", "AutoReset", "TRACE_COUNTS",
            "LAYOUTS", "Layout", "Flat", "structure_id", "drive_reset", "drive_step",
            "drive_vreset", "drive_vstep", "drive_reset_flat", "drive_step_flat",
-           "drive_vreset_flat", "drive_vstep_flat"]
+           "drive_vreset_flat", "drive_vstep_flat", "one_kernel"]
 
 #: how many times each jitted entry point was traced, by (task name, entry point)
 TRACE_COUNTS: collections.Counter = collections.Counter()
@@ -554,6 +556,37 @@ def _select_rows(mask, a, b):
     return jax.tree.map(sel, a, b)
 
 
+def one_kernel(fn, *args):
+    """``fn(*args)``, computed inside a while loop that runs once.
+
+    With heatsync's XLA:CPU setting (``heatsync/_xla.py``), XLA compiles a small
+    while loop as a single kernel, so this turns a step's ~600 small kernels into
+    one (a single env step: ~330 us to ~100 us per jitted call). XLA must not
+    see that the loop runs once, or it would inline the body: the trip counter
+    starts behind an ``optimization_barrier``. The arguments ride in the loop
+    carry (through a barrier too) so that no part of ``fn`` is loop-invariant
+    and hoisted out of the loop. Without the setting this costs a loop of one
+    trip and a copy of the outputs, which makes a single env step 3x slower, so
+    then (``heatsync._xla.loops_as_one_kernel()`` false) it calls ``fn`` directly.
+    Not differentiable (a while loop); the ``drive_*`` entry points are never
+    differentiated.
+    """
+    if not _xla.loops_as_one_kernel():
+        return fn(*args)
+    closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)  # traced once
+    flat_fn = jax.extend.core.jaxpr_as_fun(closed)
+    zeros = [jnp.zeros(s.shape, s.dtype) for s in jax.tree.leaves(out_shape)]
+    i0 = jax.lax.optimization_barrier(jnp.zeros((), jnp.int32))
+
+    def body(carry):
+        i, xs, _ = carry
+        return i + 1, jax.lax.optimization_barrier(xs), list(flat_fn(*xs))
+
+    _, _, outs = jax.lax.while_loop(lambda carry: carry[0] < 1, body,
+                                    (i0, jax.tree.leaves(args), zeros))
+    return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
+
+
 # ---- the same entry points over flat buffers (what the faces call) --------------------------
 
 
@@ -562,29 +595,45 @@ def drive_reset_flat(task: Task, sid: int, sflat: Flat, pflat: Flat, rng, pbufs)
     """:func:`drive_reset` with the params as ``pflat`` buffers and the state
     returned as ``sflat`` buffers (see :class:`Flat`)."""
     TRACE_COUNTS[(task.name, "reset")] += 1
-    rng, state, host = _reset_one(task, rng, pflat.unpack(pbufs))
-    return rng, sflat.pack(state), _pack("reset", task, sid, host)
+
+    def run(rng, pbufs):
+        rng, state, host = _reset_one(task, rng, pflat.unpack(pbufs))
+        return rng, sflat.pack(state), _pack("reset", task, sid, host)
+
+    return one_kernel(run, rng, pbufs)
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def drive_step_flat(task: Task, sid: int, sflat: Flat, pflat: Flat, rng, sbufs, action, pbufs):
     """:func:`drive_step` over flat state and params buffers."""
     TRACE_COUNTS[(task.name, "step")] += 1
-    rng, state, host = _step_one(task, rng, sflat.unpack(sbufs), action, pflat.unpack(pbufs))
-    return rng, sflat.pack(state), _pack("step", task, sid, host)
+
+    def run(rng, sbufs, action, pbufs):
+        rng, state, host = _step_one(task, rng, sflat.unpack(sbufs), action, pflat.unpack(pbufs))
+        return rng, sflat.pack(state), _pack("step", task, sid, host)
+
+    return one_kernel(run, rng, sbufs, action, pbufs)
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def drive_vreset_flat(task: Task, sid: int, sflat: Flat, pflat: Flat, rngs, pbufs):
     """:func:`drive_vreset` returning batched state buffers (N, size)."""
-    rngs, states, flat = drive_vreset.__wrapped__(task, sid, rngs, pflat.unpack(pbufs))
-    return rngs, sflat.pack(states, batch_ndim=1), flat
+
+    def run(rngs, pbufs):
+        rngs, states, flat = drive_vreset.__wrapped__(task, sid, rngs, pflat.unpack(pbufs))
+        return rngs, sflat.pack(states, batch_ndim=1), flat
+
+    return one_kernel(run, rngs, pbufs)
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def drive_vstep_flat(task: Task, sid: int, sflat: Flat, pflat: Flat, rngs, sbufs, actions,
                      pbufs):
     """:func:`drive_vstep` over batched state buffers (N, size) and flat params."""
-    rngs, states, flat = drive_vstep.__wrapped__(task, sid, rngs, sflat.unpack(sbufs, 1),
-                                                 actions, pflat.unpack(pbufs))
-    return rngs, sflat.pack(states, batch_ndim=1), flat
+
+    def run(rngs, sbufs, actions, pbufs):
+        rngs, states, flat = drive_vstep.__wrapped__(task, sid, rngs, sflat.unpack(sbufs, 1),
+                                                     actions, pflat.unpack(pbufs))
+        return rngs, sflat.pack(states, batch_ndim=1), flat
+
+    return one_kernel(run, rngs, sbufs, actions, pbufs)

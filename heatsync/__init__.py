@@ -9,8 +9,12 @@ Public facade::
     res.kpis["band_share"], res.series["p_grid_mean_w"]
 """
 
-from heatsync.envs.registration import register_envs as _register_envs
-from heatsync.physics import (
+from heatsync import _xla
+
+_xla.configure()  # before anything creates JAX's backend (see heatsync/_xla.py)
+
+from heatsync.envs.registration import register_envs as _register_envs  # noqa: E402
+from heatsync.physics import (  # noqa: E402
     KPI_DOC,
     Action,
     Params,

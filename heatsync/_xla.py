@@ -1,0 +1,123 @@
+"""XLA:CPU settings that heatsync applies when it is imported.
+
+A control step of the plant is a few hundred small kernels on arrays of a few
+racks. XLA:CPU's thunk runtime runs each kernel as a separate task, with about
+0.5-1 us of overhead per kernel and a hop between threads per call, so a single
+env step spent most of its time outside arithmetic (``results/PERF.md``,
+section 4b). Two process-wide settings remove most of that overhead:
+
+* ``xla_cpu_small_while_loop_byte_threshold`` (an ``xla_backend_extra_options``
+  entry of ``XLA_FLAGS``): XLA:CPU compiles a while loop whose buffers are below
+  this size as ONE kernel (its ``SmallWhileLoopHoistingPass``; the default limit
+  is 1 kB). heatsync raises it to :data:`SMALL_LOOP_BYTES`, so the substep scan
+  and, with :func:`heatsync.envs._core.one_kernel`, a whole env step become one
+  kernel each.
+* ``jax_cpu_enable_async_dispatch = False``: a CPU computation runs on the
+  calling thread instead of being handed to a worker thread and waited for. An
+  env step always waits for its result, so the hand-off was pure overhead.
+
+Both take effect only if they are set before JAX creates its CPU backend, which
+``import heatsync`` does not do. :func:`configure` therefore runs at the top of
+``heatsync/__init__.py``; if the backend already exists (JAX was used before
+heatsync was imported), it warns and changes nothing. Each setting is left
+alone where the user set it; ``HEATSYNC_XLA_TUNING=0`` turns all of it off.
+:data:`APPLIED` records what was applied, and ``scripts/perf.py`` prints it.
+
+Both settings change where and how kernels run, not what they compute: results
+agree to floating-point rounding (the test suite runs with them on).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+__all__ = ["SMALL_LOOP_BYTES", "APPLIED", "configure", "loops_as_one_kernel", "status"]
+
+#: while loops whose buffers are below this many bytes compile to one kernel (an
+#: estimate: it covers a batch of 4096 default plants' substep loop, ~8 MB; larger
+#: loops keep XLA's multi-threaded thunk runtime)
+SMALL_LOOP_BYTES = 64 * 2**20
+
+_OPTION = "xla_cpu_small_while_loop_byte_threshold"
+_EXTRA = "--xla_backend_extra_options="
+
+#: what :func:`configure` did, by setting: "applied", "user" (set by the user, kept),
+#: "off" (HEATSYNC_XLA_TUNING=0), "too late" (backend already initialized), or
+#: "not run"
+APPLIED: dict[str, str] = {"small_while_loop": "not run", "sync_dispatch": "not run"}
+
+
+def _with_small_loop_option(flags: str) -> str:
+    """``XLA_FLAGS`` with the small-while-loop threshold added to its backend options."""
+    entry = f"{_OPTION}={SMALL_LOOP_BYTES}"
+    parts = flags.split()
+    for i, part in enumerate(parts):
+        if part.startswith(_EXTRA):
+            rest = part[len(_EXTRA):]
+            parts[i] = _EXTRA + (f"{rest},{entry}" if rest else entry)
+            return " ".join(parts)
+    return " ".join(parts + [_EXTRA + entry])
+
+
+def configure() -> dict[str, str]:
+    """Apply heatsync's XLA:CPU settings if JAX's backend does not exist yet.
+
+    **Returns**: :data:`APPLIED`.
+    """
+    if os.environ.get("HEATSYNC_XLA_TUNING", "1").strip().lower() in ("0", "false", "no", "off"):
+        APPLIED.update(small_while_loop="off", sync_dispatch="off")
+        return APPLIED
+    from jax._src import xla_bridge  # the only way to ask whether the backend exists
+
+    if xla_bridge.backends_are_initialized():
+        APPLIED.update(small_while_loop="too late", sync_dispatch="too late")
+        warnings.warn(
+            "heatsync was imported after JAX created its backend, so its XLA:CPU settings "
+            "(one kernel per small while loop, synchronous CPU dispatch) are not applied and "
+            "single env steps run about 3x slower. Import heatsync before running any JAX "
+            "code, or set them yourself (see heatsync/_xla.py); HEATSYNC_XLA_TUNING=0 "
+            "silences this.", RuntimeWarning, stacklevel=3)
+        return APPLIED
+    flags = os.environ.get("XLA_FLAGS", "")
+    if _OPTION in flags:
+        APPLIED["small_while_loop"] = "user"
+    else:
+        os.environ["XLA_FLAGS"] = _with_small_loop_option(flags)
+        APPLIED["small_while_loop"] = "applied"
+    if "JAX_CPU_ENABLE_ASYNC_DISPATCH" in os.environ:
+        APPLIED["sync_dispatch"] = "user"
+    else:
+        import jax
+
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
+        APPLIED["sync_dispatch"] = "applied"
+    return APPLIED
+
+
+def loops_as_one_kernel() -> bool:
+    """Whether XLA compiles heatsync's step loops as one kernel in this process: the
+    setting was applied, or the user's own threshold is at least 1 MB. Without it,
+    :func:`heatsync.envs._core.one_kernel` would only add a loop (measured: an
+    ``Env.step`` 3x slower), so it then calls the function directly."""
+    state = APPLIED["small_while_loop"]
+    if state == "applied":
+        return True
+    if state != "user":
+        return False
+    for part in os.environ.get("XLA_FLAGS", "").replace(",", " ").split():
+        if part.split("=", 1)[-1].startswith(_OPTION + "="):
+            part = part.split("=", 1)[-1]
+        if part.startswith(_OPTION + "="):
+            try:
+                return int(part.split("=", 1)[1]) >= 2**20
+            except ValueError:
+                return False
+    return False
+
+
+def status() -> str:
+    """One line saying which settings are in effect (for logs and PERF.md)."""
+    return (f"small while loops as one kernel: {APPLIED['small_while_loop']} "
+            f"({_OPTION}={SMALL_LOOP_BYTES}); synchronous CPU dispatch: "
+            f"{APPLIED['sync_dispatch']}")
