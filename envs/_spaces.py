@@ -185,8 +185,8 @@ def check_action(action, space, *, batch: int | None = None, name: str = "action
             where = np.argwhere(bad)[:5].tolist()
             raise ValueError(f"{name}: {int(bad.sum())} value(s) are NaN or infinite (at "
                              f"{where}); expected finite values in {_describe(space, batch)}")
-    if isinstance(space, spaces.Box):
-        return np.clip(arr, space.low, space.high).astype(np.float32)
+    if isinstance(space, spaces.Box):  # minimum/maximum: np.clip costs ~4x more per step
+        return np.minimum(np.maximum(arr, space.low), space.high).astype(np.float32, copy=False)
     if isinstance(space, spaces.MultiDiscrete):
         if arr.dtype.kind == "f" and np.any(arr != np.round(arr)):
             raise ValueError(f"{name}: values {arr!r:.80} are not whole numbers; "
