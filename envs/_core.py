@@ -602,8 +602,9 @@ def one_kernel(fn, *args):
 
     With heatsync's XLA:CPU setting (``heatsync/_xla.py``), XLA compiles a small
     while loop as a single kernel, so this turns a step's ~600 small kernels into
-    one (a single env step: ~330 us to ~100 us per jitted call). XLA must not
-    see that the loop runs once, or it would inline the body: the trip counter
+    one (a single env step: ~330 us to ~100 us per jitted call). The single-env
+    entry points use it; the vector ones do not (see ``drive_vstep_flat``). XLA
+    must not see that the loop runs once, or it would inline the body: the trip counter
     starts behind an ``optimization_barrier``. The arguments ride in the loop
     carry (through a barrier too) so that no part of ``fn`` is loop-invariant
     and hoisted out of the loop. Without the setting this costs a loop of one
@@ -659,22 +660,17 @@ def drive_step_flat(task: Task, sid: int, sflat: Flat, pflat: Flat, rng, sbufs, 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def drive_vreset_flat(task: Task, sid: int, sflat: Flat, pflat: Flat, rngs, pbufs):
     """:func:`drive_vreset` returning batched state buffers (N, size)."""
-
-    def run(rngs, pbufs):
-        rngs, states, flat = drive_vreset.__wrapped__(task, sid, rngs, pflat.unpack(pbufs))
-        return rngs, sflat.pack(states, batch_ndim=1), flat
-
-    return one_kernel(run, rngs, pbufs)
+    rngs, states, flat = drive_vreset.__wrapped__(task, sid, rngs, pflat.unpack(pbufs))
+    return rngs, sflat.pack(states, batch_ndim=1), flat
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def drive_vstep_flat(task: Task, sid: int, sflat: Flat, pflat: Flat, rngs, sbufs, actions,
                      pbufs):
     """:func:`drive_vstep` over batched state buffers (N, size) and flat params."""
-
-    def run(rngs, sbufs, actions, pbufs):
-        rngs, states, flat = drive_vstep.__wrapped__(task, sid, rngs, sflat.unpack(sbufs, 1),
-                                                     actions, pflat.unpack(pbufs))
-        return rngs, sflat.pack(states, batch_ndim=1), flat
-
-    return one_kernel(run, rngs, sbufs, actions, pbufs)
+    # not one_kernel: its per-kernel savings are spread over N envs here, and as one
+    # kernel the step compiled in 19-21 s instead of 10-11 s (PowerSmoothing, N = 64 and
+    # 256) and 19 s instead of 15 s (Facility, N = 64), for 10-25 % more steps/s
+    rngs, states, flat = drive_vstep.__wrapped__(task, sid, rngs, sflat.unpack(sbufs, 1),
+                                                 actions, pflat.unpack(pbufs))
+    return rngs, sflat.pack(states, batch_ndim=1), flat
