@@ -118,8 +118,10 @@ def machine() -> dict:
             vers[mod] = __import__(mod).__version__
         except ImportError:
             pass
+    from heatsync import _xla
+
     return {"cpu": cpu, "cores": cores, "backend": jax.default_backend(),
-            "devices": str(jax.devices()), "versions": vers}
+            "devices": str(jax.devices()), "versions": vers, "xla_settings": _xla.status()}
 
 
 def loadavg() -> float | None:
@@ -185,15 +187,64 @@ class PlantThroughput:
                 "compile_s": self.compile_s, "env_steps_per_s": self.batch * self.steps / wall}
 
 
+class ShardedThroughput:
+    """Batch ``batch`` of :class:`PlantThroughput` split over one CPU device per core
+    (``jax_num_cpu_devices``, ``shard_map``), in a subprocess: the device count is a
+    process-wide setting that must precede JAX's backend. One XLA CPU program uses
+    the cores poorly for this many small kernels; one program per core does not."""
+
+    def __init__(self, batch: int, steps: int, repeats: int):
+        self.batch, self.steps, self.repeats = batch, steps, repeats
+
+    def measure(self) -> dict:
+        import json
+        import subprocess
+
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--probe-sharded",
+               str(self.batch), str(self.steps), str(self.repeats)]
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600)
+            return json.loads(out.stdout.strip().splitlines()[-1])
+        except (subprocess.SubprocessError, ValueError, IndexError) as e:
+            return {"error": f"{type(e).__name__}: {e}"}
+
+
+def probe_sharded(batch: int, steps: int, repeats: int) -> dict:
+    """What :class:`ShardedThroughput` runs in its subprocess (before any JAX work)."""
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    jax.config.update("jax_num_cpu_devices", cores)
+    devices = jax.devices()
+    if batch % len(devices):
+        devices = devices[:1]
+    sc = load_scenario("default")
+    s0 = sc.init_state()
+    acts = _tile(sc.control, steps)
+    mesh = Mesh(np.asarray(devices), ("b",))
+    keys = jax.device_put(jax.random.split(jax.random.PRNGKey(0), batch),
+                          NamedSharding(mesh, P("b")))
+    one = jax.vmap(lambda k: rollout(sc.params, sc.exo, s0, k, acts, steps, record=False)[0])
+    fn = jax.jit(jax.shard_map(one, mesh=mesh, in_specs=P("b"), out_specs=P("b"),
+                               check_vma=False))
+    jax.block_until_ready(fn(keys))
+    wall = timed(lambda: fn(keys), repeats)
+    return {"batch": batch, "steps": steps, "devices": len(devices), "wall_s": wall,
+            "env_steps_per_s": batch * steps / wall}
+
+
 # ---- 2. large hall ---------------------------------------------------------------------------
 
 
-def hall_scenario(n_racks: int):
-    """``default`` scaled to ``n_racks`` racks (jobs of 50 racks; UPS, grid, CDU and heat
-    rejection scaled with the rack count)."""
-    n_jobs = n_racks // 50
+def hall_scenario(n_racks: int, racks_per_job: int = 50):
+    """``default`` scaled to ``n_racks`` racks (jobs of ``racks_per_job`` racks; UPS,
+    grid, CDU and heat rejection scaled with the rack count)."""
+    per = racks_per_job
+    n_jobs = max(n_racks // per, 1)
     f = n_racks / 8
-    jobs = [{"racks": list(range(j * 50, (j + 1) * 50)), "period_s": 1.5 + 0.25 * (j % 8),
+    jobs = [{"racks": list(range(j * per, min((j + 1) * per, n_racks))),
+             "period_s": 1.5 + 0.25 * (j % 8),
              "duty": 0.55, "phase_offset": (j * 0.37) % 1.0} for j in range(n_jobs)]
     return load_scenario("default", plant={
         "n_racks": n_racks, "n_jobs": n_jobs,
@@ -211,14 +262,17 @@ class Hall:
 
     weight = 4.0
 
-    def __init__(self, n_racks: int, steps: int, repeats: int):
+    def __init__(self, n_racks: int, steps: int, repeats: int, racks_per_job: int = 50):
         self.n_racks, self.steps, self.repeats = n_racks, steps, repeats
+        self.racks_per_job = racks_per_job
 
     def jobs(self):
-        return [(self.weight, f"hall rollout, {self.n_racks} racks", self.prepare)]
+        return [(self.weight, f"hall rollout, {self.n_racks} racks, jobs of "
+                 f"{self.racks_per_job}", self.prepare)]
 
     def prepare(self):
-        sc = hall_scenario(self.n_racks)
+        sc = hall_scenario(self.n_racks, self.racks_per_job)
+        self.n_jobs = int(sc.params.n_jobs)
         s0 = sc.init_state()
         acts = _tile(sc.control, self.steps)
         steps = self.steps
@@ -232,7 +286,8 @@ class Hall:
 
     def measure(self) -> dict:
         wall = timed(lambda: self.fn(self.key), self.repeats)
-        return {"racks": self.n_racks, "rated_it_mw": self.it_mw, "steps": self.steps,
+        return {"racks": self.n_racks, "jobs": self.n_jobs, "rated_it_mw": self.it_mw,
+                "steps": self.steps,
                 "wall_s": wall, "x_realtime": self.steps * self.dt_s / wall,
                 "compile_s": self.compile_s}
 
@@ -319,10 +374,10 @@ class EnvLatency:
 
 
 class StepAnatomy:
-    """Where one ``Env.step`` of a task goes: the host side (action check, unpacking,
-    render history), the jitted call's fixed cost (dispatch, and the kernels outside
-    the substep loop) and the step's compute, from the same step body compiled to run
-    K = 1 and K = 10 times in one call; plus the kernel (thunk) counts XLA:CPU runs."""
+    """Where one ``Env.step`` of a task goes: the host side (action check, unpacking),
+    the jitted call's fixed cost (dispatch and transfers) and the step's compute, from
+    the same step body compiled to run K = 1 and K = 10 times in one call (as one
+    kernel, like the env's own entry point); plus the kernel (thunk) counts."""
 
     weight = 9.0
 
@@ -335,7 +390,7 @@ class StepAnatomy:
     def prepare(self):
         from functools import partial
 
-        from heatsync.envs._core import _pack, _step_one, drive_step_flat
+        from heatsync.envs._core import _pack, _step_one, drive_step_flat, one_kernel
         from heatsync.envs._spaces import check_action
 
         env = gymnasium.make(make_task(self.task).env_id, episode__steps=10**6).unwrapped
@@ -347,15 +402,18 @@ class StepAnatomy:
 
         @partial(jax.jit, static_argnums=0)
         def ksteps(k, rng, sbufs, action, pbufs):
-            params = pflat.unpack(pbufs)
+            def run(rng, sbufs, action, pbufs):
+                params = pflat.unpack(pbufs)
 
-            def body(carry, _):
-                rng, sb = carry
-                rng, st, host = _step_one(task, rng, sflat.unpack(sb), action, params)
-                return (rng, sflat.pack(st)), _pack("step", task, sid, host)
+                def body(carry, _):
+                    rng, sb = carry
+                    rng, st, host = _step_one(task, rng, sflat.unpack(sb), action, params)
+                    return (rng, sflat.pack(st)), _pack("step", task, sid, host)
 
-            (rng, sbufs), flat = jax.lax.scan(body, (rng, sbufs), None, length=k)
-            return rng, sbufs, flat[-1]
+                (rng, sbufs), flat = jax.lax.scan(body, (rng, sbufs), None, length=k)
+                return rng, sbufs, flat[-1]
+
+            return one_kernel(run, rng, sbufs, action, pbufs)
 
         self.env, self.a, self.ksteps = env, a, ksteps
         for k in (1, 10):
@@ -399,9 +457,60 @@ class StepAnatomy:
         env_step, call_us = self._medians_us([lambda: env.step(self.raw), call], n)
         k1, k10 = self._medians_us([steps(1), steps(10)], max(n // 4, 20))
         per_step = (k10 - k1) / 9.0
+        from heatsync import _xla
+
         return {"task": self.task, "env_step_us": env_step, "call_us": call_us,
                 "host_us": env_step - call_us, "k1_us": k1, "k10_us": k10,
-                "in_loop_us": per_step, "fixed_us": k1 - per_step, **self.kernels}
+                "in_loop_us": per_step, "fixed_us": k1 - per_step, **self.kernels,
+                "settings": _xla.status()}
+
+
+class Untuned:
+    """``Env.step`` and the batch-1 plant rollout in a subprocess with heatsync's XLA:CPU
+    settings off (``HEATSYNC_XLA_TUNING=0``), to show what they are worth."""
+
+    weight = 2.0
+
+    def __init__(self, task: str, calls: int, steps: int):
+        self.task, self.calls, self.steps = task, calls, steps
+
+    def jobs(self):
+        return []  # a subprocess of its own, run in the timing phase
+
+    def measure(self) -> dict:
+        import json
+        import subprocess
+
+        env = dict(os.environ, HEATSYNC_XLA_TUNING="0")
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--probe-untuned", self.task,
+               str(self.calls), str(self.steps)]
+        try:
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True,
+                                 timeout=600)
+            return json.loads(out.stdout.strip().splitlines()[-1])
+        except (subprocess.SubprocessError, ValueError, IndexError) as e:
+            return {"error": f"{type(e).__name__}: {e}"}
+
+
+def probe_untuned(task: str, calls: int, steps: int) -> dict:
+    """What :class:`Untuned` runs in its subprocess (prints one JSON line)."""
+    from heatsync import _xla
+
+    env = gymnasium.make(make_task(task).env_id, episode__steps=10**6).unwrapped
+    env.action_space.seed(0)
+    env.reset(seed=0)
+    raw = env.action_space.sample()
+    for _ in range(50):
+        env.step(raw)
+    ts = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        env.step(raw)
+        ts.append(time.perf_counter() - t0)
+    b1 = PlantThroughput(1, steps, 5)
+    b1.prepare()
+    return {"settings": _xla.status(), "env_step_us": 1e6 * statistics.median(ts),
+            "b1_env_steps_per_s": b1.measure()["env_steps_per_s"]}
 
 
 def kernel_counts(hlo: str) -> dict:
@@ -559,34 +668,124 @@ def _mib(b) -> str:
     return "n/a" if b is None else f"{b / 2**20:,.1f}"
 
 
-def render_anatomy(x: dict, plant: list) -> list[str]:
+def render_anatomy(x: dict, plant: list, untuned: dict | None) -> list[str]:
     """Section "where a single step's time goes" (placed after the compile times)."""
     b1 = {row["batch"]: row for row in plant}.get(1)
     rollout_us = f"{1e6 / b1['env_steps_per_s']:,.0f} us" if b1 else "not measured"
-    return [
+    out = [
         "", f"## 4b. Where a single step's time goes ({x['task']})", "",
-        "Medians over repeated calls. The jitted call is the env's own `drive_step_flat` "
-        "(flat state and params buffers, one host transfer). The same step body compiled "
-        "to run K = 1 and K = 10 times per call splits it into a fixed cost per call and "
-        "the step's compute inside a loop: fixed = T(1) - (T(10) - T(1)) / 9.", "",
+        "Medians over repeated calls, interleaved. The jitted call is the env's own "
+        "`drive_step_flat` (flat state and params buffers, one host transfer), which runs "
+        "the whole step as one XLA kernel (`envs._core.one_kernel`). The same step body "
+        "compiled to run K = 1 and K = 10 times per call splits the call into a fixed cost "
+        "and the step's compute: fixed = T(1) - (T(10) - T(1)) / 9.", "",
         "| part | us | how |", "|---|---:|---|",
         f"| `Env.step` | {x['env_step_us']:,.0f} | the env, as users call it |",
         f"| host side | {x['host_us']:,.0f} | `Env.step` minus the jitted call: action "
-        "check, unpacking obs/reward/info into Python, render history |",
+        "check, unpacking obs/reward/info into Python objects |",
         f"| jitted call | {x['call_us']:,.0f} | `drive_step_flat` and the transfer of its "
-        "output |",
-        f"| fixed cost per call | {x['fixed_us']:,.0f} | dispatch, and "
-        f"{x['entry_kernels']} kernels outside the substep loop (reward, observation, info "
-        "packing, exogenous inputs, copies into the loop) |",
-        f"| step compute in a loop | {x['in_loop_us']:,.0f} | the same step when the call "
-        f"already runs: {x['loop_kernels']} kernels per substep iteration x n_sub |",
+        f"output; {x['entry_kernels']} kernels (thunks) per call |",
+        f"| fixed cost per call | {x['fixed_us']:,.0f} | dispatch (argument checks, static "
+        "argument hashing, buffer handling) and the transfers, paid once per call |",
+        f"| step compute | {x['in_loop_us']:,.0f} | the step itself: plant (10 substeps), "
+        "exogenous inputs, reward, observation, info |",
         "", f"For comparison, the plant alone (no reward, observation or info, nothing "
-        f"recorded) takes {rollout_us} per step in the batch-1 rollout of section 1. "
-        "XLA:CPU runs each kernel as a thunk with a fixed overhead of the order of a "
-        "microsecond, and a step is several hundred kernels on arrays of 8 racks, so the "
-        "single-env step is bounded by kernel count, not arithmetic: reaching 50 us needs "
-        "a step of a few dozen kernels (one fused kernel per substep) or a CPU backend "
-        "without per-kernel dispatch."]
+        f"recorded) takes {rollout_us} per step in the batch-1 rollout of section 1."]
+    if untuned is not None and "error" not in untuned:
+        ratio = untuned["env_step_us"] / max(x["env_step_us"], 1e-9)
+        b1_ratio = (b1["env_steps_per_s"] / untuned["b1_env_steps_per_s"]) if b1 else None
+        out += ["", "**heatsync's XLA:CPU settings** (`heatsync/_xla.py`; "
+                f"{x['settings']}). The same measurements in a subprocess with "
+                "`HEATSYNC_XLA_TUNING=0` (XLA's defaults: every small op its own thunk, "
+                "asynchronous dispatch to a worker thread):", "",
+                "| figure | XLA defaults | heatsync settings | ratio |", "|---|---:|---:|---:|",
+                f"| `Env.step` median | {untuned['env_step_us']:,.0f} us | "
+                f"{x['env_step_us']:,.0f} us | {ratio:.1f}x faster |"]
+        if b1_ratio is not None:
+            out.append(f"| plant rollout, batch 1 | {untuned['b1_env_steps_per_s']:,.0f} "
+                       f"env-steps/s | {b1['env_steps_per_s']:,.0f} env-steps/s | "
+                       f"{b1_ratio:.1f}x faster |")
+    elif untuned is not None:
+        out += ["", f"The run without heatsync's XLA settings failed: {untuned['error']}"]
+    else:
+        out += ["", f"heatsync's XLA:CPU settings: {x['settings']} (the comparison with "
+                "XLA's defaults is skipped with --quick)."]
+    out += ["", "What bounds the remaining time: the fixed cost per call is Python and "
+            "PJRT dispatch plus two transfers, and the host side is NumPy and Python "
+            "object creation for ~90 info values; the step's own compute is what one XLA "
+            "kernel takes for 10 substeps of 8 racks. Reaching 50 us needs all three "
+            "smaller: a leaner info (or one computed on demand), and a dispatch path "
+            "without per-call argument handling."]
+    return out
+
+
+def render_bounds(r: dict) -> list[str]:
+    """Section 6: what bounds each missed target, from this run's figures."""
+    plant = {row["batch"]: row for row in r["plant"]}
+    out = ["", "## 6. What bounds each target", ""]
+    big = max(plant)
+    row = plant[big]
+    ns = 1e9 / (row["env_steps_per_s"] * 10 * 8)
+    sh = r.get("sharded")
+    sh_txt = (f" Split over one CPU device per core it reaches {sh['env_steps_per_s']:,.0f} "
+              f"env-steps/s ({sh['env_steps_per_s'] / row['env_steps_per_s']:.2f}x), so one "
+              "XLA program leaves part of the second core idle."
+              if sh and "error" not in sh else "")
+    out.append(
+        f"- **Batched plant.** At batch {big}, {row['env_steps_per_s']:,.0f} env-steps/s is "
+        f"{ns:.0f} ns per rack and substep: compute in fused element-wise loops over "
+        "(batch, racks) arrays, with the racks on the minor axis, so every sum, max and "
+        "job minimum over a rack's 8 neighbours is a short strided reduction, and the "
+        "lockstep job minima run over a dense jobs x racks mask (8x the elements of a "
+        f"per-rack array).{sh_txt} What would change it: racks on the major axis (batch "
+        "minor) so those reductions vectorize, job minima over sorted rack segments "
+        "instead of a dense mask, or an accelerator backend.")
+    hall, one = r["hall"], r.get("hall_one_job")
+    if one:
+        per_sub = 1e6 * hall["wall_s"] / (hall["steps"] * 10)
+        per_sub1 = 1e6 * one["wall_s"] / (one["steps"] * 10)
+        out.append(
+            f"- **Large hall.** {per_sub:.0f} us per substep for {hall['racks']} racks in "
+            f"{hall['jobs']} jobs, against {per_sub1:.0f} us as one job: "
+            f"{100 * (1 - per_sub1 / per_sub):.0f} % of the hall's time goes to the jobs "
+            "x racks terms (lockstep minima over a dense mask, and per-job quantities "
+            "gathered to racks, into which XLA fuses the per-job arithmetic so that it is "
+            f"redone for each of a job's racks). Even as one job, {per_sub1:.0f} us per "
+            f"substep is {1e3 * per_sub1 / hall['racks']:.0f} ns per rack; 10,000x real time "
+            f"needs {1e6 / (10_000 * 10):.0f} us per substep. What would change it: O(racks) "
+            "segment reductions, per-job quantities computed once and gathered without "
+            "fusion, and the batched plant's layout change.")
+    x = r.get("anatomy")
+    if x:
+        t = TARGETS["env_step_median_us"]
+        parts = {"the host side": x["host_us"], "the fixed cost per call": x["fixed_us"],
+                 "the step's compute": x["in_loop_us"]}
+        over = [k for k, v in parts.items() if v > t]
+        out.append(
+            f"- **Env.step.** Section 4b: {x['host_us']:,.0f} us on the host, "
+            f"{x['fixed_us']:,.0f} us fixed per jitted call and {x['in_loop_us']:,.0f} us of "
+            "compute; " + (f"{' and '.join(over)} alone exceed{'s' if len(over) == 1 else ''} "
+                           f"the {t:.0f} us target." if over else
+                           f"each part is below the {t:.0f} us target."))
+    vec = {(v["task"], v["n"]): v for v in r["vec"]}
+    if 1024 in plant and vec:
+        slow = min((v for v in r["vec"] if v["n"] == max(n for _, n in vec)),
+                   key=lambda v: v["steps_per_s"])
+        out.append(
+            f"- **Vector env.** At N = {slow['n']}, {slow['task']} runs "
+            f"{slow['steps_per_s']:,.0f} steps/s, against {plant[1024]['env_steps_per_s']:,.0f} "
+            "env-steps/s for the bare plant at batch 1024 (section 1): the env adds the "
+            "reward, observation, info (~90 values per env, packed and copied to the host "
+            "every step), auto-reset and, for the scheduling tasks, the job queue. Its bound "
+            "is the batched plant's, plus that overhead.")
+    out.append(
+        "- **Compile time.** XLA:CPU compiles each task's step (plant, queue, reward, "
+        "observation and info, a few thousand HLO instructions) with LLVM; the vector steps "
+        "of the scheduling tasks are the largest. What would change it: fewer distinct "
+        "operations per step (the queue logic), or JAX's persistent compilation cache "
+        "(`jax_compilation_cache_dir`), which makes every run after the first load its "
+        "executables instead of compiling them.")
+    return out
 
 
 def render(r: dict, s: dict, wall_s: float) -> str:
@@ -625,6 +824,12 @@ def render(r: dict, s: dict, wall_s: float) -> str:
         v = plant[4096]["env_steps_per_s"]
         out.append(f"| batched plant, batch 4096 | {v:,.0f} env-steps/s | >= "
                    f"{TARGETS['batch4096']:,} env-steps/s | {verdict(v, TARGETS['batch4096'])} |")
+        sh = r.get("sharded")
+        if sh and "error" not in sh and sh["batch"] == 4096:
+            v = sh["env_steps_per_s"]
+            out.append(f"| batched plant, batch 4096, sharded over {sh['devices']} CPU devices "
+                       f"| {v:,.0f} env-steps/s | >= {TARGETS['batch4096']:,} env-steps/s | "
+                       f"{verdict(v, TARGETS['batch4096'])} |")
     else:
         out.append(f"| batched plant, batch 4096 | skipped (--quick) | >= "
                    f"{TARGETS['batch4096']:,} env-steps/s | not measured |")
@@ -656,6 +861,7 @@ def render(r: dict, s: dict, wall_s: float) -> str:
     out += ["", "## Machine", "",
             f"- CPU: {m['cpu']}, {m['cores']} cores available",
             f"- JAX backend: {m['backend']} ({m['devices']})",
+            f"- heatsync's XLA:CPU settings (`heatsync/_xla.py`): {m['xla_settings']}",
             "- versions: " + ", ".join(f"{k} {val}" for k, val in m["versions"].items())]
     if la0 is not None:
         out.append(f"- load average (1 min): {la0:.1f} at the start, {la1:.1f} at the end, on "
@@ -676,13 +882,29 @@ def render(r: dict, s: dict, wall_s: float) -> str:
         tgt = f">= {TARGETS['batch4096']:,}: {vd}" if b == 4096 else "none (target at 4096)"
         out.append(f"| {b} | {row['steps']} | {row['wall_s']:.4f} | "
                    f"{row['env_steps_per_s']:,.0f} | {tgt} |")
+    sh = r.get("sharded")
+    if sh and "error" not in sh:
+        vd = verdict(sh["env_steps_per_s"], TARGETS["batch4096"])
+        out.append(f"| {sh['batch']}, sharded over {sh['devices']} CPU devices | {sh['steps']} | "
+                   f"{sh['wall_s']:.4f} | {sh['env_steps_per_s']:,.0f} | "
+                   f">= {TARGETS['batch4096']:,}: {vd} |")
+        out += ["", "The sharded row runs the same rollout with one CPU device per core "
+                "(`jax.config.update('jax_num_cpu_devices', cores)` before any JAX work, then "
+                "`jax.shard_map` over the batch), in a subprocess: one program per core. "
+                "heatsync does not set the device count itself, because it changes "
+                "`jax.devices()` for the whole process."]
+    elif sh:
+        out += ["", f"The sharded run failed: {sh['error']}"]
 
     # 2. hall
     out += ["", "## 2. Large hall", "",
             f"{hall['racks']} racks ({hall['rated_it_mw']:.0f} MW rated IT) as one plant, full "
             f"thermal chain: **{hall['x_realtime']:,.0f}x real time** ({hall['steps']} s "
             f"simulated in {hall['wall_s']:.3f} s); target >= {TARGETS['hall_x_realtime']:,}x "
-            f"({verdict(hall['x_realtime'], TARGETS['hall_x_realtime'])})."]
+            f"({verdict(hall['x_realtime'], TARGETS['hall_x_realtime'])}). It runs "
+            f"{hall['jobs']} jobs of {hall['racks'] // max(hall['jobs'], 1)} racks; the same "
+            f"hall as one job of {hall['racks']} racks runs at "
+            f"{r['hall_one_job']['x_realtime']:,.0f}x (see section 6)."]
 
     # 3. envs
     out += ["", "## 3. Environment step latency and vector throughput", "",
@@ -732,12 +954,13 @@ def render(r: dict, s: dict, wall_s: float) -> str:
             f"counted once): {c['flops']:,.0f} flops, {c['transcendentals']:,.0f} "
             f"transcendentals, {c['bytes']:,.0f} bytes accessed."]
 
-    out += render_anatomy(r["anatomy"], r["plant"])
+    out += render_anatomy(r["anatomy"], r["plant"], r.get("untuned"))
 
     # 5. gradient
     out += ["", "## 5. Gradient of a 1 h rollout", ""]
     if g is None:
         out.append("Skipped with --quick (its compile alone takes about a minute).")
+        out += render_bounds(r)
         return "\n".join(out) + "\n"
     out += [
             f"`{g['scenario']}`, {g['steps']} control intervals ({horizon}), {g['dtype']}: the "
@@ -755,6 +978,7 @@ def render(r: dict, s: dict, wall_s: float) -> str:
                    f"{x['finite']} |")
     out += ["", f"**Gradient = {g['multiple']:.1f}x the forward rollout** ({horizon} "
             "horizon); target: none set."]
+    out += render_bounds(r)
     return "\n".join(out) + "\n"
 
 
@@ -779,10 +1003,25 @@ def main(argv=None) -> int:
                     help="programs compiled at a time in the warm-up phase (default 1, or 2 "
                          "with --quick); more than 1 is faster on several cores but inflates "
                          "the compile-time figures when the cores are busy")
+    ap.add_argument("--probe-untuned", nargs=3, metavar=("TASK", "CALLS", "STEPS"),
+                    help=argparse.SUPPRESS)  # what the Untuned subprocess runs
+    ap.add_argument("--probe-sharded", nargs=3, metavar=("BATCH", "STEPS", "REPEATS"),
+                    help=argparse.SUPPRESS)  # what the ShardedThroughput subprocess runs
     ap.add_argument("--grad-steps", type=int, default=None,
                     help="control intervals (1 s each) of the differentiated rollout "
                          "(default 3600 = 1 h, or 300 with --quick)")
     args = ap.parse_args(argv)
+    if args.probe_untuned:
+        import json
+
+        task, calls, steps = args.probe_untuned
+        print(json.dumps(probe_untuned(task, int(calls), int(steps))))
+        return 0
+    if args.probe_sharded:
+        import json
+
+        print(json.dumps(probe_sharded(*(int(x) for x in args.probe_sharded))))
+        return 0
     for name in ("repeats", "jobs", "grad_steps"):
         val = getattr(args, name)
         if val is not None and val < 1:
@@ -794,13 +1033,19 @@ def main(argv=None) -> int:
     reps = s["repeats"]
     plant = [PlantThroughput(b, s["plant_steps"](b), reps) for b in s["batches"]]
     hall = Hall(s["hall_racks"], s["hall_steps"], reps)
+    hall1 = Hall(s["hall_racks"], s["hall_steps"], reps, racks_per_job=s["hall_racks"])
     cost = PlantStepCost()
     lat = [EnvLatency(t, s["latency_steps"], s["latency_warmup"]) for t in s["latency_tasks"]]
     vec = [VecThroughput(t, n, s["vec_block_steps"], reps)
            for t in s["vec_tasks"] for n in s["vec_n"]]
     grad = GradCost(s["grad_steps"], reps) if s["grad_steps"] > 0 else None
     anatomy = StepAnatomy(TASKS[0], s["anatomy_calls"])
-    benches = [*plant, hall, cost, *lat, *vec, anatomy, *([grad] if grad is not None else [])]
+    big = max(s["batches"])
+    sharded = None if s["quick"] else ShardedThroughput(big, s["plant_steps"](big), reps)
+    untuned = None if s["quick"] else Untuned(TASKS[0], s["anatomy_calls"],
+                                              s["plant_steps"](1))
+    benches = [*plant, hall, hall1, cost, *lat, *vec, anatomy,
+               *([grad] if grad is not None else [])]
 
     # warm-up phase: every compile, the longest first
     jobs = sorted((j for b in benches for j in b.jobs()), key=lambda j: -j[0])
@@ -824,7 +1069,11 @@ def main(argv=None) -> int:
         r["plant"].append(b.measure())
         print(f"batch {b.batch}: {r['plant'][-1]['env_steps_per_s']:,.0f} env-steps/s",
               flush=True)
+    r["sharded"] = sharded.measure() if sharded is not None else None
+    if sharded is not None:
+        print(f"batch {big} sharded: {r['sharded']}", flush=True)
     r["hall"] = hall.measure()
+    r["hall_one_job"] = hall1.measure()
     print(f"hall {hall.n_racks} racks: {r['hall']['x_realtime']:,.0f}x real time", flush=True)
     r["step_cost"] = cost.measure()
     for b in lat:
@@ -842,6 +1091,9 @@ def main(argv=None) -> int:
     print(f"{TASKS[0]} step anatomy: call {r['anatomy']['call_us']:,.0f} us = fixed "
           f"{r['anatomy']['fixed_us']:,.0f} + in-loop {r['anatomy']['in_loop_us']:,.0f}",
           flush=True)
+    r["untuned"] = untuned.measure() if untuned is not None else None
+    if untuned is not None:
+        print(f"without heatsync's XLA settings: {r['untuned']}", flush=True)
     r["grad"] = grad.measure() if grad is not None else None
     if grad is not None:
         print(f"gradient: {r['grad']['multiple']:.1f}x the forward rollout", flush=True)
