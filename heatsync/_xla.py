@@ -32,7 +32,8 @@ from __future__ import annotations
 import os
 import warnings
 
-__all__ = ["SMALL_LOOP_BYTES", "APPLIED", "configure", "loops_as_one_kernel", "status"]
+__all__ = ["SMALL_LOOP_BYTES", "APPLIED", "ORIGINAL_XLA_FLAGS", "configure",
+           "loops_as_one_kernel", "status", "untuned_environ"]
 
 #: while loops whose buffers are below this many bytes compile to one kernel (an
 #: estimate: it covers a batch of 4096 default plants' substep loop, ~8 MB; larger
@@ -46,6 +47,10 @@ _EXTRA = "--xla_backend_extra_options="
 #: "off" (HEATSYNC_XLA_TUNING=0), "too late" (backend already initialized), or
 #: "not run"
 APPLIED: dict[str, str] = {"small_while_loop": "not run", "sync_dispatch": "not run"}
+
+#: ``XLA_FLAGS`` as it was before :func:`configure` (``None``: unset); a subprocess that
+#: must run with XLA's defaults restores it (it would inherit heatsync's flag otherwise)
+ORIGINAL_XLA_FLAGS: str | None = os.environ.get("XLA_FLAGS")
 
 
 def _with_small_loop_option(flags: str) -> str:
@@ -114,6 +119,16 @@ def loops_as_one_kernel() -> bool:
             except ValueError:
                 return False
     return False
+
+
+def untuned_environ() -> dict[str, str]:
+    """``os.environ`` for a subprocess that must run with XLA's defaults: heatsync's
+    settings off and ``XLA_FLAGS`` as the user had it."""
+    env = dict(os.environ, HEATSYNC_XLA_TUNING="0")
+    env.pop("XLA_FLAGS", None)
+    if ORIGINAL_XLA_FLAGS is not None:
+        env["XLA_FLAGS"] = ORIGINAL_XLA_FLAGS
+    return env
 
 
 def status() -> str:

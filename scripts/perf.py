@@ -481,7 +481,9 @@ class Untuned:
         import json
         import subprocess
 
-        env = dict(os.environ, HEATSYNC_XLA_TUNING="0")
+        from heatsync import _xla
+
+        env = _xla.untuned_environ()  # not the XLA_FLAGS this process was given by heatsync
         cmd = [sys.executable, str(Path(__file__).resolve()), "--probe-untuned", self.task,
                str(self.calls), str(self.steps)]
         try:

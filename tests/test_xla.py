@@ -142,3 +142,11 @@ def test_one_kernel__calls_the_function_directly_without_the_setting(monkeypatch
     ys = {"w": jnp.asarray([0.5, 1.0, 1.5]), "n": jnp.asarray(3, jnp.int32)}
     hlo = jax.jit(lambda x, ys: one_kernel(_chain, x, ys)).lower(x, ys).as_text()
     assert "while" not in hlo
+
+
+def test_untuned_environ__drops_heatsyncs_flag_and_turns_the_settings_off():
+    env = _xla.untuned_environ()
+    assert env["HEATSYNC_XLA_TUNING"] == "0"
+    assert OPTION not in env.get("XLA_FLAGS", "") or OPTION in (_xla.ORIGINAL_XLA_FLAGS or "")
+    out = _probe(**{k: v for k, v in env.items() if k in ("HEATSYNC_XLA_TUNING", "XLA_FLAGS")})
+    assert out["small_while_loop"] == "off" and OPTION not in out["xla_flags"]
