@@ -35,9 +35,11 @@ import warnings
 __all__ = ["SMALL_LOOP_BYTES", "APPLIED", "ORIGINAL_XLA_FLAGS", "configure",
            "loops_as_one_kernel", "status", "untuned_environ"]
 
-#: while loops whose buffers are below this many bytes compile to one kernel (an
-#: estimate: it covers a batch of 4096 default plants' substep loop, ~8 MB; larger
-#: loops keep XLA's multi-threaded thunk runtime)
+#: while loops whose bytes accessed (XLA's cost analysis) are below this compile to one
+#: kernel. Chosen by measurement on the default scenario: at 1 MB a single env step's
+#: loop stays many kernels (Env.step ~445 us instead of ~110 us); from 8 MB up the
+#: batch-4096 rollout becomes one kernel too and so runs on one core (15-25 % slower
+#: than XLA's multi-threaded thunks; scripts/perf.py shows it sharded over the cores)
 SMALL_LOOP_BYTES = 64 * 2**20
 
 _OPTION = "xla_cpu_small_while_loop_byte_threshold"
@@ -53,16 +55,40 @@ APPLIED: dict[str, str] = {"small_while_loop": "not run", "sync_dispatch": "not 
 ORIGINAL_XLA_FLAGS: str | None = os.environ.get("XLA_FLAGS")
 
 
+_ENTRY = f"{_OPTION}={SMALL_LOOP_BYTES}"
+#: set beside XLA_FLAGS when heatsync adds its entry, so that a subprocess (which
+#: inherits both) knows the entry came from heatsync, not from its user
+_MARKER = "HEATSYNC_XLA_FLAG_ADDED"
+
+
 def _with_small_loop_option(flags: str) -> str:
     """``XLA_FLAGS`` with the small-while-loop threshold added to its backend options."""
-    entry = f"{_OPTION}={SMALL_LOOP_BYTES}"
     parts = flags.split()
     for i, part in enumerate(parts):
         if part.startswith(_EXTRA):
             rest = part[len(_EXTRA):]
-            parts[i] = _EXTRA + (f"{rest},{entry}" if rest else entry)
+            parts[i] = _EXTRA + (f"{rest},{_ENTRY}" if rest else _ENTRY)
             return " ".join(parts)
-    return " ".join(parts + [_EXTRA + entry])
+    return " ".join(parts + [_EXTRA + _ENTRY])
+
+
+def _without_small_loop_option(flags: str) -> str:
+    """``XLA_FLAGS`` with heatsync's own entry removed (the inverse of the above)."""
+    parts = []
+    for part in flags.split():
+        if part.startswith(_EXTRA):
+            rest = [x for x in part[len(_EXTRA):].split(",") if x and x != _ENTRY]
+            if not rest:
+                continue
+            part = _EXTRA + ",".join(rest)
+        parts.append(part)
+    return " ".join(parts)
+
+
+def _inherited() -> bool:
+    """Whether XLA_FLAGS holds heatsync's entry because a heatsync parent process put it
+    there (the process inherited both it and the marker)."""
+    return os.environ.get(_MARKER) == _ENTRY and _ENTRY in os.environ.get("XLA_FLAGS", "")
 
 
 def configure() -> dict[str, str]:
@@ -70,7 +96,13 @@ def configure() -> dict[str, str]:
 
     **Returns**: :data:`APPLIED`.
     """
+    global ORIGINAL_XLA_FLAGS
+    inherited = _inherited()
+    if inherited:  # what the user had, before a heatsync parent added the entry
+        ORIGINAL_XLA_FLAGS = _without_small_loop_option(os.environ["XLA_FLAGS"]) or None
     if os.environ.get("HEATSYNC_XLA_TUNING", "1").strip().lower() in ("0", "false", "no", "off"):
+        if inherited:
+            _restore_flags()
         APPLIED.update(small_while_loop="off", sync_dispatch="off")
         return APPLIED
     from jax._src import xla_bridge  # the only way to ask whether the backend exists
@@ -85,10 +117,13 @@ def configure() -> dict[str, str]:
             "silences this.", RuntimeWarning, stacklevel=3)
         return APPLIED
     flags = os.environ.get("XLA_FLAGS", "")
-    if _OPTION in flags:
+    if inherited:
+        APPLIED["small_while_loop"] = "applied"
+    elif _OPTION in flags:
         APPLIED["small_while_loop"] = "user"
     else:
         os.environ["XLA_FLAGS"] = _with_small_loop_option(flags)
+        os.environ[_MARKER] = _ENTRY
         APPLIED["small_while_loop"] = "applied"
     if "JAX_CPU_ENABLE_ASYNC_DISPATCH" in os.environ:
         APPLIED["sync_dispatch"] = "user"
@@ -98,6 +133,14 @@ def configure() -> dict[str, str]:
         jax.config.update("jax_cpu_enable_async_dispatch", False)
         APPLIED["sync_dispatch"] = "applied"
     return APPLIED
+
+
+def _restore_flags() -> None:
+    os.environ.pop(_MARKER, None)
+    if ORIGINAL_XLA_FLAGS is None:
+        os.environ.pop("XLA_FLAGS", None)
+    else:
+        os.environ["XLA_FLAGS"] = ORIGINAL_XLA_FLAGS
 
 
 def loops_as_one_kernel() -> bool:
@@ -126,6 +169,7 @@ def untuned_environ() -> dict[str, str]:
     settings off and ``XLA_FLAGS`` as the user had it."""
     env = dict(os.environ, HEATSYNC_XLA_TUNING="0")
     env.pop("XLA_FLAGS", None)
+    env.pop(_MARKER, None)
     if ORIGINAL_XLA_FLAGS is not None:
         env["XLA_FLAGS"] = ORIGINAL_XLA_FLAGS
     return env

@@ -39,7 +39,8 @@ print(json.dumps(out))
 
 def _probe(early=False, strict=False, **env):
     full = {k: v for k, v in os.environ.items()
-            if k not in ("XLA_FLAGS", "HEATSYNC_XLA_TUNING", "JAX_CPU_ENABLE_ASYNC_DISPATCH")}
+            if k not in ("XLA_FLAGS", "HEATSYNC_XLA_TUNING", "JAX_CPU_ENABLE_ASYNC_DISPATCH",
+                         _xla._MARKER)}
     full.update(env)
     proc = subprocess.run([sys.executable, "-c", PROBE.format(early=early, strict=strict)],
                           env=full, capture_output=True, text=True, timeout=120)
@@ -54,8 +55,17 @@ def _probe(early=False, strict=False, **env):
     ("--xla_backend_extra_options=foo=1 --xla_dump_to=/tmp/x",
      f"--xla_backend_extra_options=foo=1,{OPTION} --xla_dump_to=/tmp/x"),
 ])
-def test_small_loop_option__joins_the_users_flags(flags, want):
+def test_small_loop_option__joins_the_users_flags_and_comes_back_out(flags, want):
     assert _xla._with_small_loop_option(flags) == want
+    assert _xla._without_small_loop_option(want) == flags
+
+
+def test_import__in_a_child_of_a_heatsync_process_counts_as_applied_and_can_be_undone():
+    parent = _xla._with_small_loop_option("--xla_dump_to=/tmp/x")
+    child = _probe(strict=True, XLA_FLAGS=parent, **{_xla._MARKER: _xla._ENTRY})
+    assert child["small_while_loop"] == "applied" and child["xla_flags"] == parent, child
+    off = _probe(XLA_FLAGS=parent, HEATSYNC_XLA_TUNING="0", **{_xla._MARKER: _xla._ENTRY})
+    assert off["small_while_loop"] == "off" and off["xla_flags"] == "--xla_dump_to=/tmp/x"
 
 
 def test_import__applies_both_settings_in_a_fresh_process():
