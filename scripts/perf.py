@@ -713,11 +713,12 @@ def render_anatomy(x: dict, plant: list, untuned: dict | None) -> list[str]:
         out += ["", f"heatsync's XLA:CPU settings: {x['settings']} (the comparison with "
                 "XLA's defaults is skipped with --quick)."]
     out += ["", "What bounds the remaining time: the fixed cost per call is Python and "
-            "PJRT dispatch plus two transfers, and the host side is NumPy and Python "
+            "PJRT dispatch (static argument hashing, putting the NumPy action on the device, "
+            "output buffers) plus the transfer back, and the host side is NumPy and Python "
             "object creation for ~90 info values; the step's own compute is what one XLA "
-            "kernel takes for 10 substeps of 8 racks. Reaching 50 us needs all three "
-            "smaller: a leaner info (or one computed on demand), and a dispatch path "
-            "without per-call argument handling."]
+            "kernel takes for 10 substeps of 8 racks. Reaching 50 us needs the host side and "
+            "the fixed cost both several times smaller: a leaner info (or one computed on "
+            "demand), and a dispatch path without per-call argument handling."]
     return out
 
 
