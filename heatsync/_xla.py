@@ -38,8 +38,9 @@ __all__ = ["SMALL_LOOP_BYTES", "APPLIED", "ORIGINAL_XLA_FLAGS", "configure",
 #: while loops whose bytes accessed (XLA's cost analysis) are below this compile to one
 #: kernel. Chosen by measurement on the default scenario: at 1 MB a single env step's
 #: loop stays many kernels (Env.step ~445 us instead of ~110 us); from 8 MB up the
-#: batch-4096 rollout becomes one kernel too and so runs on one core (15-25 % slower
-#: than XLA's multi-threaded thunks; scripts/perf.py shows it sharded over the cores)
+#: batch-4096 rollout becomes one kernel too and so runs on one core (147k-214k
+#: env-steps/s in three perf.py runs against 195k before, within this VM's noise;
+#: scripts/perf.py also runs it sharded over the cores)
 SMALL_LOOP_BYTES = 64 * 2**20
 
 _OPTION = "xla_cpu_small_while_loop_byte_threshold"
