@@ -373,6 +373,62 @@ class EnvLatency:
                 "compile_step_s": self.first_step_s - med}
 
 
+class CompileSplit:
+    """Where a step's compile time goes: trace (Python to jaxpr), lower (to StableHLO)
+    and XLA's compile, measured apart with the AOT API on a fresh ``jax.jit`` of the
+    entry point (a new function object, so no trace or executable is reused), for one
+    task's single-env and vector step."""
+
+    weight = 8.0
+
+    def __init__(self, task: str, n: int):
+        self.task, self.n = task, n
+
+    def jobs(self):
+        return [(self.weight, f"{self.task} compile split", self.prepare)]
+
+    @staticmethod
+    def _split(fn, args) -> dict:
+        from functools import partial
+
+        def fresh_fn(*a):  # a new function object: JAX's trace and compile caches miss
+            return fn(*a)
+
+        fresh = partial(jax.jit, static_argnums=(0, 1, 2, 3))(fresh_fn)
+        t0 = time.perf_counter()
+        traced = fresh.trace(*args)
+        t1 = time.perf_counter()
+        lowered = traced.lower()
+        t2 = time.perf_counter()
+        lowered.compile()
+        t3 = time.perf_counter()
+        ops = sum(" = " in line and ("stablehlo." in line or "chlo." in line)
+                  for line in lowered.as_text().splitlines())
+        return {"trace_s": t1 - t0, "lower_s": t2 - t1, "compile_s": t3 - t2, "ops": ops}
+
+    def prepare(self):
+        from heatsync.envs._core import drive_step_flat, drive_vstep_flat
+        from heatsync.envs._spaces import check_action
+
+        env = gymnasium.make(make_task(self.task).env_id).unwrapped
+        env.action_space.seed(0)
+        env.reset(seed=0)
+        a = check_action(env.action_space.sample(), env.action_space)
+        self.single = self._split(drive_step_flat.__wrapped__,
+                                  (env.task, env._sid, env._sflat, env._pflat, env._rng,
+                                   env._sbufs, a, env._pbufs))
+        vec = JaxVectorEnv(self.task, self.n)
+        vec.action_space.seed(0)
+        vec.reset(seed=0)
+        acts = check_action(vec.action_space.sample(), vec.single_action_space, batch=self.n)
+        self.vector = self._split(drive_vstep_flat.__wrapped__,
+                                  (vec.task, vec._sid, vec._sflat, vec._pflat, vec._rngs,
+                                   vec._sbufs, acts, vec._pbufs))
+
+    def measure(self) -> dict:
+        return {"task": self.task, "n": self.n, "single": self.single, "vector": self.vector}
+
+
 class StepAnatomy:
     """Where one ``Env.step`` of a task goes: the host side (action check, unpacking),
     the jitted call's fixed cost (dispatch and transfers) and the step's compute, from
@@ -781,13 +837,22 @@ def render_bounds(r: dict) -> list[str]:
             "reward, observation, info (~90 values per env, packed and copied to the host "
             "every step), auto-reset and, for the scheduling tasks, the job queue. Its bound "
             "is the batched plant's, plus that overhead.")
+    sp = r.get("split")
+    where = ""
+    if sp and sum(sp["vector"][k] for k in ("trace_s", "lower_s", "compile_s")) > 0:
+        v = sp["vector"]
+        tot = v["trace_s"] + v["lower_s"] + v["compile_s"]
+        where = (f" For {sp['task']}'s vector step (N = {sp['n']}, {v['ops']:,} StableHLO "
+                 f"ops), {100 * v['compile_s'] / tot:.0f} % of {tot:.1f} s is XLA's compile, "
+                 f"{100 * v['trace_s'] / tot:.0f} % tracing and "
+                 f"{100 * v['lower_s'] / tot:.0f} % lowering (section 4).")
     out.append(
         "- **Compile time.** XLA:CPU compiles each task's step (plant, queue, reward, "
-        "observation and info, a few thousand HLO instructions) with LLVM; the vector steps "
-        "of the scheduling tasks are the largest. What would change it: fewer distinct "
-        "operations per step (the queue logic), or JAX's persistent compilation cache "
-        "(`jax_compilation_cache_dir`), which makes every run after the first load its "
-        "executables instead of compiling them.")
+        "observation and info) with LLVM; the vector steps of the scheduling tasks are the "
+        f"largest.{where} What would change it: fewer distinct operations per step (the "
+        "queue logic), or JAX's persistent compilation cache (`jax_compilation_cache_dir`), "
+        "which makes every run after the first load its executables instead of compiling "
+        "them.")
     return out
 
 
@@ -957,6 +1022,17 @@ def render(r: dict, s: dict, wall_s: float) -> str:
             f"counted once): {c['flops']:,.0f} flops, {c['transcendentals']:,.0f} "
             f"transcendentals, {c['bytes']:,.0f} bytes accessed."]
 
+    sp = r.get("split")
+    if sp:
+        out += ["", f"Where the compile time goes ({sp['task']}, AOT on a fresh `jax.jit` of "
+                "the entry point, so no cache is reused):", "",
+                "| function | trace (s) | lower (s) | XLA compile (s) | StableHLO ops |",
+                "|---|---:|---:|---:|---:|"]
+        for label, x in (("`drive_step_flat` (Env.step)", sp["single"]),
+                         (f"`drive_vstep_flat` (JaxVectorEnv.step, N = {sp['n']})",
+                          sp["vector"])):
+            out.append(f"| {label} | {x['trace_s']:.2f} | {x['lower_s']:.2f} | "
+                       f"{x['compile_s']:.2f} | {x['ops']:,} |")
     out += render_anatomy(r["anatomy"], r["plant"], r.get("untuned"))
 
     # 5. gradient
@@ -1043,12 +1119,13 @@ def main(argv=None) -> int:
            for t in s["vec_tasks"] for n in s["vec_n"]]
     grad = GradCost(s["grad_steps"], reps) if s["grad_steps"] > 0 else None
     anatomy = StepAnatomy(TASKS[0], s["anatomy_calls"])
+    split = None if s["quick"] else CompileSplit(TASKS[-1], max(s["vec_n"]))
     big = max(s["batches"])
     sharded = None if s["quick"] else ShardedThroughput(big, s["plant_steps"](big), reps)
     untuned = None if s["quick"] else Untuned(TASKS[0], s["anatomy_calls"],
                                               s["plant_steps"](1))
     benches = [*plant, hall, hall1, cost, *lat, *vec, anatomy,
-               *([grad] if grad is not None else [])]
+               *([grad] if grad is not None else []), *([split] if split is not None else [])]
 
     # warm-up phase: every compile, the longest first
     jobs = sorted((j for b in benches for j in b.jobs()), key=lambda j: -j[0])
@@ -1094,6 +1171,7 @@ def main(argv=None) -> int:
     print(f"{TASKS[0]} step anatomy: call {r['anatomy']['call_us']:,.0f} us = fixed "
           f"{r['anatomy']['fixed_us']:,.0f} + in-loop {r['anatomy']['in_loop_us']:,.0f}",
           flush=True)
+    r["split"] = split.measure() if split is not None else None
     r["untuned"] = untuned.measure() if untuned is not None else None
     if untuned is not None:
         print(f"without heatsync's XLA settings: {r['untuned']}", flush=True)
