@@ -30,6 +30,7 @@ agree to floating-point rounding (the test suite runs with them on).
 from __future__ import annotations
 
 import os
+import re
 import warnings
 
 __all__ = ["SMALL_LOOP_BYTES", "APPLIED", "ORIGINAL_XLA_FLAGS", "configure",
@@ -154,15 +155,8 @@ def loops_as_one_kernel() -> bool:
         return True
     if state != "user":
         return False
-    for part in os.environ.get("XLA_FLAGS", "").replace(",", " ").split():
-        if part.split("=", 1)[-1].startswith(_OPTION + "="):
-            part = part.split("=", 1)[-1]
-        if part.startswith(_OPTION + "="):
-            try:
-                return int(part.split("=", 1)[1]) >= 2**20
-            except ValueError:
-                return False
-    return False
+    m = re.search(rf"{_OPTION}=(\d+)", os.environ.get("XLA_FLAGS", ""))
+    return m is not None and int(m.group(1)) >= 2**20
 
 
 def untuned_environ() -> dict[str, str]:

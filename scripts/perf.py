@@ -197,16 +197,22 @@ class ShardedThroughput:
         self.batch, self.steps, self.repeats = batch, steps, repeats
 
     def measure(self) -> dict:
-        import json
-        import subprocess
+        return run_probe("--probe-sharded", self.batch, self.steps, self.repeats)
 
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--probe-sharded",
-               str(self.batch), str(self.steps), str(self.repeats)]
-        try:
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600)
-            return json.loads(out.stdout.strip().splitlines()[-1])
-        except (subprocess.SubprocessError, ValueError, IndexError) as e:
-            return {"error": f"{type(e).__name__}: {e}"}
+
+def run_probe(flag: str, *args, env: dict | None = None) -> dict:
+    """Run this script with a hidden ``--probe-*`` flag in a subprocess and return the
+    JSON line it prints (or ``{"error": ...}``)."""
+    import json
+    import subprocess
+
+    cmd = [sys.executable, str(Path(__file__).resolve()), flag, *map(str, args)]
+    try:
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True,
+                             timeout=600)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError) as e:
+        return {"error": f"{type(e).__name__}: {e}"}
 
 
 def probe_sharded(batch: int, steps: int, repeats: int) -> dict:
@@ -525,29 +531,15 @@ class Untuned:
     """``Env.step`` and the batch-1 plant rollout in a subprocess with heatsync's XLA:CPU
     settings off (``HEATSYNC_XLA_TUNING=0``), to show what they are worth."""
 
-    weight = 2.0
-
     def __init__(self, task: str, calls: int, steps: int):
         self.task, self.calls, self.steps = task, calls, steps
 
-    def jobs(self):
-        return []  # a subprocess of its own, run in the timing phase
-
     def measure(self) -> dict:
-        import json
-        import subprocess
-
         from heatsync import _xla
 
-        env = _xla.untuned_environ()  # not the XLA_FLAGS this process was given by heatsync
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--probe-untuned", self.task,
-               str(self.calls), str(self.steps)]
-        try:
-            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True,
-                                 timeout=600)
-            return json.loads(out.stdout.strip().splitlines()[-1])
-        except (subprocess.SubprocessError, ValueError, IndexError) as e:
-            return {"error": f"{type(e).__name__}: {e}"}
+        # untuned_environ: not the XLA_FLAGS this process was given by heatsync
+        return run_probe("--probe-untuned", self.task, self.calls, self.steps,
+                         env=_xla.untuned_environ())
 
 
 def probe_untuned(task: str, calls: int, steps: int) -> dict:
@@ -572,23 +564,15 @@ def probe_untuned(task: str, calls: int, steps: int) -> dict:
 
 
 def kernel_counts(hlo: str) -> dict:
-    """Kernels (thunks) of a compiled step: those in the entry computation outside
-    the loops, and those of the largest loop body (the substep scan), per iteration."""
+    """Kernels (thunks) a compiled step launches per call: the instructions of its entry
+    computation, loops and calls counting as one each."""
     import re
-
-    def count(body):
-        ops = re.findall(r"= \S+ ([a-z\-]+)\(", body)
-        return sum(op not in ("get-tuple-element", "bitcast", "constant", "parameter",
-                              "tuple") for op in ops)
 
     i = hlo.index("\nENTRY")
     entry = hlo[i:hlo.index("\n}\n", i)]
-    bodies = []
-    for name in re.findall(r"body=(%[\w.\-]+)", hlo):
-        j = hlo.find("\n" + name + " ")
-        if j >= 0:
-            bodies.append(count(hlo[j:hlo.index("\n}\n", j)]))
-    return {"entry_kernels": count(entry), "loop_kernels": max(bodies, default=0)}
+    ops = re.findall(r"= \S+ ([a-z\-]+)\(", entry)
+    return {"entry_kernels": sum(op not in ("get-tuple-element", "bitcast", "constant",
+                                            "parameter", "tuple") for op in ops)}
 
 
 def _sb3():
@@ -1090,16 +1074,14 @@ def main(argv=None) -> int:
                     help="control intervals (1 s each) of the differentiated rollout "
                          "(default 3600 = 1 h, or 300 with --quick)")
     args = ap.parse_args(argv)
-    if args.probe_untuned:
+    if args.probe_untuned or args.probe_sharded:
         import json
 
-        task, calls, steps = args.probe_untuned
-        print(json.dumps(probe_untuned(task, int(calls), int(steps))))
-        return 0
-    if args.probe_sharded:
-        import json
-
-        print(json.dumps(probe_sharded(*(int(x) for x in args.probe_sharded))))
+        if args.probe_untuned:
+            task, calls, steps = args.probe_untuned
+            print(json.dumps(probe_untuned(task, int(calls), int(steps))))
+        else:
+            print(json.dumps(probe_sharded(*(int(x) for x in args.probe_sharded))))
         return 0
     for name in ("repeats", "jobs", "grad_steps"):
         val = getattr(args, name)
