@@ -264,179 +264,191 @@ def _substep(p: Params, a: Action, exo: Exogenous, prev_uc, prev_ups, s: State, 
     h = p.h_s
     g, cp, lp = p.gpu, p.coldplate, p.ln2
     f = s.t_supply_c.dtype
-    alpha = (k + 1.0) / p.n_sub
-    uc_target = prev_uc + alpha * (a.uc_target_w - prev_uc)
-    ups_target = prev_ups + alpha * (a.ups_target_w - prev_ups)
-
-    # sources
-    outage_before = s.grid.outage_s
-    gen_on = (1.0 - exo.grid_up) * (outage_before >= p.grid.gen_start_s).astype(f)
-    source_ok = jnp.maximum(exo.grid_up, gen_on)
-    outage_s = jnp.where(exo.grid_up > 0.5, 0.0, outage_before + h)
+    # storage setpoint ramps; sources
+    with jax.named_scope("sources"):
+        alpha = (k + 1.0) / p.n_sub
+        uc_target = prev_uc + alpha * (a.uc_target_w - prev_uc)
+        ups_target = prev_ups + alpha * (a.ups_target_w - prev_ups)
+        outage_before = s.grid.outage_s
+        gen_on = (1.0 - exo.grid_up) * (outage_before >= p.grid.gen_start_s).astype(f)
+        source_ok = jnp.maximum(exo.grid_up, gen_on)
+        outage_s = jnp.where(exo.grid_up > 0.5, 0.0, outage_before + h)
 
     # workload and clocks: compute and communication parts of the substep
-    ws = s.work
-    u_c_job, u_m_job, running = _wl.job_phase_view(ws, p.workload, exo.job_on)
-    member = _wl.membership(ws)
-    on = (s.trip_s <= 0.0).astype(f)
-    member_on = member & (on[None, :] > 0.5)
-    u_c = _wl.rack_view(ws, u_c_job) * on
-    u_m = _wl.rack_view(ws, u_m_job) * on
-    f_cap_c = _gpu.clock_for_power(g, u_c, a.gpu_cap_w)
-    f_cap_m = _gpu.clock_for_power(g, u_m, a.gpu_cap_w)
-    c_est = _wl.rack_view(ws, _wl.occupancy(ws, _wl.job_min(member_on, f_cap_c), h)[0])
-    # implicit throttle on the junction's mean temperature over the substep, which on
-    # its exact exponential path is phi T0 + (1 - phi) T_eq, linear in GPU power
-    flow, flow_ratio, p_pump = _cdu.pump(p.cdu, a.pump_speed, exo.pump_ok)
-    g_jc = 1.0 / _cp.resistance_k_per_w(cp, g.n_gpu, flow_ratio)
-    c_j = cp.c_gpu_j_per_k * g.n_gpu
-    phi = _math.phi1(h * g_jc / c_j)
-    t_drift = phi * s.t_junction_c + (1.0 - phi) * s.t_rack_c
-    k_heat = (1.0 - phi) * (1.0 - cp.air_frac) * g.n_gpu * exo.load_scale / g_jc
-    f_th = _gpu.throttle_implicit(g, s.t_junction_c, c_est * u_c + (1.0 - c_est) * u_m,
-                                  t_drift, k_heat)
-    f_c = jnp.minimum(f_th, f_cap_c)
-    f_c_job = _wl.job_min(member_on, f_c)  # lockstep: each job at its slowest rack's clock
-    f_c = jnp.minimum(f_c, _wl.rack_view(ws, f_c_job, fill=1.0))
-    f_m = jnp.minimum(f_th, f_cap_m)
-    c = _wl.rack_view(ws, _wl.occupancy(ws, f_c_job, h)[0])
-    p_need_c = _gpu.demand_w(g, u_c, f_c)
-    p_need_m = _gpu.demand_w(g, u_m, f_m)
-    p_need = (c * p_need_c + (1.0 - c) * p_need_m) * on
-    floor_w = a.gpu_floor_frac * g.p_max_w
-    p_gpu, waste = _gpu.smooth_power(g, s.p_gpu_w, p_need, a.gpu_cap_w, floor_w,
-                                     a.ramp_up_w_per_s, a.ramp_down_w_per_s, on, h)
-    # a ramp-up limit below the need slows the compute part
-    p_c_avail = (p_gpu - (1.0 - c) * p_need_m) / jnp.maximum(c, 1e-6)
-    f_eff = jnp.where(c > 1e-6, jnp.minimum(f_c, _gpu.clock_for_power(g, u_c, p_c_avail)), f_c)
-    f_job = _wl.job_min(member_on, f_eff)
-    p_rack = (g.n_gpu * p_gpu + g.p_other_w * on) * exo.load_scale
-    waste_w = jnp.sum(g.n_gpu * waste) * exo.load_scale
+    with jax.named_scope("clocks"):
+        ws = s.work
+        u_c_job, u_m_job, running = _wl.job_phase_view(ws, p.workload, exo.job_on)
+        member = _wl.membership(ws)
+        on = (s.trip_s <= 0.0).astype(f)
+        member_on = member & (on[None, :] > 0.5)
+        u_c = _wl.rack_view(ws, u_c_job) * on
+        u_m = _wl.rack_view(ws, u_m_job) * on
+        f_cap_c = _gpu.clock_for_power(g, u_c, a.gpu_cap_w)
+        f_cap_m = _gpu.clock_for_power(g, u_m, a.gpu_cap_w)
+        c_est = _wl.rack_view(ws, _wl.occupancy(ws, _wl.job_min(member_on, f_cap_c), h)[0])
+        # implicit throttle on the junction's mean temperature over the substep, which on
+        # its exact exponential path is phi T0 + (1 - phi) T_eq, linear in GPU power
+        flow, flow_ratio, p_pump = _cdu.pump(p.cdu, a.pump_speed, exo.pump_ok)
+        g_jc = 1.0 / _cp.resistance_k_per_w(cp, g.n_gpu, flow_ratio)
+        c_j = cp.c_gpu_j_per_k * g.n_gpu
+        phi = _math.phi1(h * g_jc / c_j)
+        t_drift = phi * s.t_junction_c + (1.0 - phi) * s.t_rack_c
+        k_heat = (1.0 - phi) * (1.0 - cp.air_frac) * g.n_gpu * exo.load_scale / g_jc
+        f_th = _gpu.throttle_implicit(g, s.t_junction_c, c_est * u_c + (1.0 - c_est) * u_m,
+                                      t_drift, k_heat)
+        f_c = jnp.minimum(f_th, f_cap_c)
+        f_c_job = _wl.job_min(member_on, f_c)  # lockstep: each job at its slowest rack's clock
+        f_c = jnp.minimum(f_c, _wl.rack_view(ws, f_c_job, fill=1.0))
+        f_m = jnp.minimum(f_th, f_cap_m)
+        c = _wl.rack_view(ws, _wl.occupancy(ws, f_c_job, h)[0])
+
+    # GPU power through the firmware floor and ramp limits
+    with jax.named_scope("gpu_power"):
+        p_need_c = _gpu.demand_w(g, u_c, f_c)
+        p_need_m = _gpu.demand_w(g, u_m, f_m)
+        p_need = (c * p_need_c + (1.0 - c) * p_need_m) * on
+        floor_w = a.gpu_floor_frac * g.p_max_w
+        p_gpu, waste = _gpu.smooth_power(g, s.p_gpu_w, p_need, a.gpu_cap_w, floor_w,
+                                         a.ramp_up_w_per_s, a.ramp_down_w_per_s, on, h)
+        # a ramp-up limit below the need slows the compute part
+        p_c_avail = (p_gpu - (1.0 - c) * p_need_m) / jnp.maximum(c, 1e-6)
+        f_eff = jnp.where(c > 1e-6, jnp.minimum(f_c, _gpu.clock_for_power(g, u_c, p_c_avail)), f_c)
+        f_job = _wl.job_min(member_on, f_eff)
+        p_rack = (g.n_gpu * p_gpu + g.p_other_w * on) * exo.load_scale
+        waste_w = jnp.sum(g.n_gpu * waste) * exo.load_scale
 
     # shed IT if the UPS cannot carry a gap
-    p_dis_lim, _ = _ups.limits(p.ups, s.ups, h)
-    it_unit = jnp.sum(p_rack) * (1.0 / p.grid.eta_dist + cp.air_frac / cp.cop_air)
-    pump_frac = jnp.where(source_ok > 0.5, 1.0,
-                          jnp.clip(p_dis_lim / jnp.maximum(p_pump, 1e-9), 0.0, 1.0))
-    p_pump = p_pump * pump_frac
-    flow = flow * pump_frac
-    flow_ratio = flow_ratio * pump_frac
-    served = jnp.where(source_ok > 0.5, 1.0,
-                       jnp.clip((p_dis_lim - p_pump) / jnp.maximum(it_unit, 1e-9), 0.0, 1.0))
-    p_it = p_rack * served
+    with jax.named_scope("shedding"):
+        p_dis_lim, _ = _ups.limits(p.ups, s.ups, h)
+        it_unit = jnp.sum(p_rack) * (1.0 / p.grid.eta_dist + cp.air_frac / cp.cop_air)
+        pump_frac = jnp.where(source_ok > 0.5, 1.0,
+                              jnp.clip(p_dis_lim / jnp.maximum(p_pump, 1e-9), 0.0, 1.0))
+        p_pump = p_pump * pump_frac
+        flow = flow * pump_frac
+        flow_ratio = flow_ratio * pump_frac
+        served = jnp.where(source_ok > 0.5, 1.0,
+                           jnp.clip((p_dis_lim - p_pump) / jnp.maximum(it_unit, 1e-9), 0.0, 1.0))
+        p_it = p_rack * served
 
     # rack ultracapacitors
-    p_uc, uc_e, uc_loss = _uc.dispatch(p.ultracap, s.uc_e_j, p_it, uc_target, a.uc_gain,
-                                       source_ok, h)
-    p_bus = p_it - p_uc
+    with jax.named_scope("ultracap"):
+        p_uc, uc_e, uc_loss = _uc.dispatch(p.ultracap, s.uc_e_j, p_it, uc_target, a.uc_gain,
+                                           source_ok, h)
+        p_bus = p_it - p_uc
 
     # heat path
-    p_gpu_heat = g.n_gpu * p_gpu * exo.load_scale * served
-    q_air = cp.air_frac * jnp.sum(p_it)
-    p_air = q_air / cp.cop_air
-    flow_rack = flow / p.n_racks
-    t_j, t_c, q_loop = _cp.step_rack(cp, g.n_gpu, s.t_junction_c, s.t_rack_c, s.t_supply_c,
-                                     (1.0 - cp.air_frac) * p_gpu_heat,
-                                     (1.0 - cp.air_frac) * (p_it - p_gpu_heat),
-                                     flow_rack, flow_ratio, h)
-    q_in = jnp.sum(q_loop) / h + p_pump
-    c_cool = flow * cp.cp_coolant_j_per_kg_k
-    t_ret = jnp.mean(t_c)
-    need = _cdu.demand_w(p.cdu, q_in, s.t_supply_c, a.supply_setpoint_c, h)
-    q_hx = jnp.minimum(need, _cdu.hx_capacity_w(p.cdu, c_cool, t_ret, s.t_fw_c))
-    q_ln2, m_ln2 = _cryo.exchange(lp, s.ln2.tank_kg, need - q_hx, a.ln2_valve, s.t_supply_c, h)
-    t_sup = s.t_supply_c + h * (q_in - q_hx - q_ln2) / p.cdu.c_loop_j_per_k
-    t_fw, q_dry, q_ch, p_dry, p_ch, water = _rej.reject(
-        p.rejection, s.t_fw_c, q_hx, a.supply_setpoint_c - p.cdu.approach_k, exo.ambient_c,
-        exo.chiller_ok, source_ok, h)
+    with jax.named_scope("heat"):
+        p_gpu_heat = g.n_gpu * p_gpu * exo.load_scale * served
+        q_air = cp.air_frac * jnp.sum(p_it)
+        p_air = q_air / cp.cop_air
+        flow_rack = flow / p.n_racks
+        t_j, t_c, q_loop = _cp.step_rack(cp, g.n_gpu, s.t_junction_c, s.t_rack_c, s.t_supply_c,
+                                         (1.0 - cp.air_frac) * p_gpu_heat,
+                                         (1.0 - cp.air_frac) * (p_it - p_gpu_heat),
+                                         flow_rack, flow_ratio, h)
+        q_in = jnp.sum(q_loop) / h + p_pump
+        c_cool = flow * cp.cp_coolant_j_per_kg_k
+        t_ret = jnp.mean(t_c)
+        need = _cdu.demand_w(p.cdu, q_in, s.t_supply_c, a.supply_setpoint_c, h)
+        q_hx = jnp.minimum(need, _cdu.hx_capacity_w(p.cdu, c_cool, t_ret, s.t_fw_c))
+        q_ln2, m_ln2 = _cryo.exchange(lp, s.ln2.tank_kg, need - q_hx, a.ln2_valve, s.t_supply_c, h)
+        t_sup = s.t_supply_c + h * (q_in - q_hx - q_ln2) / p.cdu.c_loop_j_per_k
+        t_fw, q_dry, q_ch, p_dry, p_ch, water = _rej.reject(
+            p.rejection, s.t_fw_c, q_hx, a.supply_setpoint_c - p.cdu.approach_k, exo.ambient_c,
+            exo.chiller_ok, source_ok, h)
 
     # UPS and grid
-    ups_bus = jnp.sum(p_bus) / p.grid.eta_dist + p_pump + p_air
-    p_cool = p_pump + p_air + p_dry + p_ch
-    demand = ups_bus + p_dry + p_ch
-    p_b, ups_state, ups_loss = _ups.dispatch(p.ups, s.ups, demand, ups_bus, ups_target,
-                                             a.ups_gain, source_ok, h)
-    p_source = jnp.maximum(demand - p_b, 0.0) * source_ok
-    p_grid = p_source * exo.grid_up
-    p_gen = p_source * (1.0 - exo.grid_up)
-    dist_loss = jnp.sum(p_bus) * (1.0 / p.grid.eta_dist - 1.0)
-    gs = _grid.update_quality(p.grid, s.grid, p_grid, h)
-    gs = replace(gs, outage_s=outage_s)
-    ramp = jnp.abs(p_grid - jnp.where(s.grid.started > 0.5, s.grid.p_prev_w, p_grid)) / h
+    with jax.named_scope("ups_grid"):
+        ups_bus = jnp.sum(p_bus) / p.grid.eta_dist + p_pump + p_air
+        p_cool = p_pump + p_air + p_dry + p_ch
+        demand = ups_bus + p_dry + p_ch
+        p_b, ups_state, ups_loss = _ups.dispatch(p.ups, s.ups, demand, ups_bus, ups_target,
+                                                 a.ups_gain, source_ok, h)
+        p_source = jnp.maximum(demand - p_b, 0.0) * source_ok
+        p_grid = p_source * exo.grid_up
+        p_gen = p_source * (1.0 - exo.grid_up)
+        dist_loss = jnp.sum(p_bus) * (1.0 / p.grid.eta_dist - 1.0)
+        gs = _grid.update_quality(p.grid, s.grid, p_grid, h)
+        gs = replace(gs, outage_s=outage_s)
+        ramp = jnp.abs(p_grid - jnp.where(s.grid.started > 0.5, s.grid.p_prev_w, p_grid)) / h
 
     # trips, throttling
-    hot = (t_j > g.t_shutdown_c) & (on > 0.5)
-    trip_s = jnp.where(hot, g.trip_recovery_s, jnp.maximum(s.trip_s - h, 0.0))
-    # share of the substep above slowdown, on the junction's exact exponential path
-    p_j = (1.0 - cp.air_frac) * p_gpu_heat
-    above = _math.share_above(s.t_junction_c, t_j, s.t_rack_c + p_j / g_jc, c_j / g_jc,
-                              g.t_slowdown_c, h)
-    throttled = jnp.sum(g.n_gpu * above * on) * h
+    with jax.named_scope("trips"):
+        hot = (t_j > g.t_shutdown_c) & (on > 0.5)
+        trip_s = jnp.where(hot, g.trip_recovery_s, jnp.maximum(s.trip_s - h, 0.0))
+        # share of the substep above slowdown, on the junction's exact exponential path
+        p_j = (1.0 - cp.air_frac) * p_gpu_heat
+        above = _math.share_above(s.t_junction_c, t_j, s.t_rack_c + p_j / g_jc, c_j / g_jc,
+                                  g.t_slowdown_c, h)
+        throttled = jnp.sum(g.n_gpu * above * on) * h
 
     # LN2 tank, deliveries, oxygen
-    first = (k == 0).astype(f)
-    ln2_state, bought, boil, _ = _cryo.tank(lp, s.ln2, m_ln2, exo.ln2_delivery_kg * first,
-                                            a.ln2_order * first, h)
-    o2 = _cryo.oxygen(lp, s.ln2.o2_frac, m_ln2 * exo.leak_frac, h)
-    ln2_state = replace(ln2_state, o2_frac=o2)
+    with jax.named_scope("ln2"):
+        first = (k == 0).astype(f)
+        ln2_state, bought, boil, _ = _cryo.tank(lp, s.ln2, m_ln2, exo.ln2_delivery_kg * first,
+                                                a.ln2_order * first, h)
+        o2 = _cryo.oxygen(lp, s.ln2.o2_frac, m_ln2 * exo.leak_frac, h)
+        ln2_state = replace(ln2_state, o2_frac=o2)
 
     # jobs
-    stalled = jnp.any(member & (on[None, :] < 0.5), axis=1).astype(f)
-    stalled = jnp.maximum(stalled, (served < 0.999).astype(f))
-    ws, work, nominal = _wl.advance(ws, f_job, running, stalled, h)
+    with jax.named_scope("jobs"):
+        stalled = jnp.any(member & (on[None, :] < 0.5), axis=1).astype(f)
+        stalled = jnp.maximum(stalled, (served < 0.999).astype(f))
+        ws, work, nominal = _wl.advance(ws, f_job, running, stalled, h)
 
-    new = replace(
-        s, work=ws, p_gpu_w=p_gpu, trip_s=trip_s, uc_e_j=uc_e, ups=ups_state,
-        grid=gs, t_junction_c=t_j, t_rack_c=t_c, t_supply_c=t_sup, t_fw_c=t_fw, ln2=ln2_state)
-    kwh = h / 3.6e6
-    out = {
-        "e_grid_j": p_grid * h,
-        "e_gen_j": p_gen * h,
-        "e_it_j": jnp.sum(p_it) * h,
-        "e_cool_j": p_cool * h,
-        "e_pump_j": p_pump * h,
-        "e_chiller_j": p_ch * h,
-        "e_dry_j": p_dry * h,
-        "e_air_j": p_air * h,
-        "e_loss_j": (dist_loss + jnp.sum(uc_loss) + ups_loss) * h,
-        "e_waste_j": waste_w * served * h,
-        "e_unserved_j": (1.0 - served) * jnp.sum(p_rack) * h,
-        "e_contract_excess_j": jnp.maximum(p_grid - p.grid.contract_limit_w, 0.0) * h,
-        "p_grid_mean_w": p_grid,
-        "p_grid_max_w": p_grid,
-        "p_it_mean_w": jnp.sum(p_it),
-        "p_it_max_w": jnp.sum(p_it),
-        "ramp_max_w_per_s": ramp,
-        "ramp_violation_s": (ramp > p.grid.ramp_limit_w_per_s).astype(f) * h,
-        "q_it_j": (jnp.sum(p_it) + p_pump) * h,
-        "q_air_j": q_air * h,
-        "q_dry_j": q_dry * h,
-        "q_chiller_j": q_ch * h,
-        "q_ln2_j": q_ln2 * h,
-        "work_rack_s": jnp.sum(work),
-        "work_nominal_rack_s": jnp.sum(nominal),
-        "throttled_gpu_s": throttled,
-        "trips": jnp.sum(hot.astype(f)),
-        "t_junction_max_c": jnp.max(t_j),
-        "t_supply_min_c": t_sup,
-        "t_supply_max_c": t_sup,
-        "overcool_k_s": jnp.maximum(p.cdu.condensation_floor_c - t_sup, 0.0) * h,
-        "ln2_used_kg": m_ln2,
-        "ln2_boil_kg": boil,
-        "ln2_bought_kg": bought,
-        "water_l": water,
-        "o2_min_frac": o2,
-        "served_min_frac": served,
-        "cost_energy_usd": (p_grid * exo.price_usd_per_kwh + p_gen * p.grid.gen_cost_usd_per_kwh)
-        * kwh,
-        "cost_ln2_usd": bought / lp.density_kg_m3 * 1000.0 * lp.price_usd_per_l,
-        "cost_water_usd": water * p.rejection.water_usd_per_l,
-        "carbon_kg": (p_grid * exo.carbon_g_per_kwh + p_gen * p.grid.gen_carbon_g_per_kwh)
-        * kwh / 1000.0,
-        "uc_throughput_j": jnp.sum(jnp.abs(p_uc)) * h,
-        "ups_throughput_j": jnp.abs(p_b) * h,
-        "p_grid_w": p_grid,
-    }
+    with jax.named_scope("outputs"):
+        new = replace(
+            s, work=ws, p_gpu_w=p_gpu, trip_s=trip_s, uc_e_j=uc_e, ups=ups_state,
+            grid=gs, t_junction_c=t_j, t_rack_c=t_c, t_supply_c=t_sup, t_fw_c=t_fw, ln2=ln2_state)
+        kwh = h / 3.6e6
+        out = {
+            "e_grid_j": p_grid * h,
+            "e_gen_j": p_gen * h,
+            "e_it_j": jnp.sum(p_it) * h,
+            "e_cool_j": p_cool * h,
+            "e_pump_j": p_pump * h,
+            "e_chiller_j": p_ch * h,
+            "e_dry_j": p_dry * h,
+            "e_air_j": p_air * h,
+            "e_loss_j": (dist_loss + jnp.sum(uc_loss) + ups_loss) * h,
+            "e_waste_j": waste_w * served * h,
+            "e_unserved_j": (1.0 - served) * jnp.sum(p_rack) * h,
+            "e_contract_excess_j": jnp.maximum(p_grid - p.grid.contract_limit_w, 0.0) * h,
+            "p_grid_mean_w": p_grid,
+            "p_grid_max_w": p_grid,
+            "p_it_mean_w": jnp.sum(p_it),
+            "p_it_max_w": jnp.sum(p_it),
+            "ramp_max_w_per_s": ramp,
+            "ramp_violation_s": (ramp > p.grid.ramp_limit_w_per_s).astype(f) * h,
+            "q_it_j": (jnp.sum(p_it) + p_pump) * h,
+            "q_air_j": q_air * h,
+            "q_dry_j": q_dry * h,
+            "q_chiller_j": q_ch * h,
+            "q_ln2_j": q_ln2 * h,
+            "work_rack_s": jnp.sum(work),
+            "work_nominal_rack_s": jnp.sum(nominal),
+            "throttled_gpu_s": throttled,
+            "trips": jnp.sum(hot.astype(f)),
+            "t_junction_max_c": jnp.max(t_j),
+            "t_supply_min_c": t_sup,
+            "t_supply_max_c": t_sup,
+            "overcool_k_s": jnp.maximum(p.cdu.condensation_floor_c - t_sup, 0.0) * h,
+            "ln2_used_kg": m_ln2,
+            "ln2_boil_kg": boil,
+            "ln2_bought_kg": bought,
+            "water_l": water,
+            "o2_min_frac": o2,
+            "served_min_frac": served,
+            "cost_energy_usd": (p_grid * exo.price_usd_per_kwh
+                                + p_gen * p.grid.gen_cost_usd_per_kwh) * kwh,
+            "cost_ln2_usd": bought / lp.density_kg_m3 * 1000.0 * lp.price_usd_per_l,
+            "cost_water_usd": water * p.rejection.water_usd_per_l,
+            "carbon_kg": (p_grid * exo.carbon_g_per_kwh + p_gen * p.grid.gen_carbon_g_per_kwh)
+            * kwh / 1000.0,
+            "uc_throughput_j": jnp.sum(jnp.abs(p_uc)) * h,
+            "ups_throughput_j": jnp.abs(p_b) * h,
+            "p_grid_w": p_grid,
+        }
     return new, out
 
 
@@ -461,7 +473,8 @@ def step(p: Params, s: State, a: Action, exo: Exogenous):
     def body(carry, k):
         state, acc = carry
         state, out = _substep(p, a, exo, prev_uc, prev_ups, state, k)
-        acc = {name: _FOLD[how](acc[name], out[name]) for name, (how, _) in OUTPUTS.items()}
+        with jax.named_scope("accumulate"):
+            acc = {name: _FOLD[how](acc[name], out[name]) for name, (how, _) in OUTPUTS.items()}
         return (state, acc), out["p_grid_w"]
 
     ks = jnp.arange(p.n_sub, dtype=s.t_supply_c.dtype)

@@ -85,7 +85,8 @@ def rollout(params: Params, exo_params, state: State, key, actions, n_steps: int
     """
 
     def body(s, a_t):
-        exo = exogenous_at(exo_params, key, s.t_s, params.dt_s)
+        with jax.named_scope("exogenous"):
+            exo = exogenous_at(exo_params, key, s.t_s, params.dt_s)
         a = policy(params, s, exo) if policy is not None else a_t
         s2, out = step(params, s, a, exo)
         if not record:

@@ -19,6 +19,7 @@ phases.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from ._pytree import param, pytree_dataclass, replace
@@ -103,20 +104,23 @@ def init_workload(spec: JobSpec, rack_job, placed) -> WorkloadState:
 def membership(ws: WorkloadState) -> jnp.ndarray:
     """Boolean (J, R) matrix: rack r runs job j."""
     n_jobs = ws.placed.shape[0]
-    return ws.rack_job[None, :] == jnp.arange(n_jobs, dtype=jnp.int32)[:, None]
+    with jax.named_scope("lockstep"):
+        return ws.rack_job[None, :] == jnp.arange(n_jobs, dtype=jnp.int32)[:, None]
 
 
 def rack_view(ws: WorkloadState, per_job: jnp.ndarray, fill=0.0) -> jnp.ndarray:
     """Per-rack value of a per-job quantity (``fill`` for racks without a job)."""
-    idx = jnp.clip(ws.rack_job, 0, per_job.shape[0] - 1)
-    return jnp.where(ws.rack_job >= 0, per_job[idx], fill)
+    with jax.named_scope("lockstep"):
+        idx = jnp.clip(ws.rack_job, 0, per_job.shape[0] - 1)
+        return jnp.where(ws.rack_job >= 0, per_job[idx], fill)
 
 
 def job_min(member: jnp.ndarray, per_rack: jnp.ndarray, fill=1.0) -> jnp.ndarray:
     """Minimum of a per-rack quantity over each job's racks (``fill`` for empty jobs)."""
-    big = jnp.asarray(jnp.inf, per_rack.dtype)
-    m = jnp.min(jnp.where(member, per_rack[None, :], big), axis=1)
-    return jnp.where(jnp.isfinite(m), m, fill)
+    with jax.named_scope("lockstep"):
+        big = jnp.asarray(jnp.inf, per_rack.dtype)
+        m = jnp.min(jnp.where(member, per_rack[None, :], big), axis=1)
+        return jnp.where(jnp.isfinite(m), m, fill)
 
 
 def _phase(ws: WorkloadState):
