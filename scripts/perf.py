@@ -13,6 +13,12 @@ excluded except where it is the figure):
    vector env's reset and step and of the plant's ``step`` (with its XLA cost model);
 5. the reverse-mode gradient of a 1 h rollout (``jax.checkpoint`` on the per-step body)
    as a multiple of the forward rollout's time, with XLA's planned temporary memory.
+6. where the time goes: the batched plant's floor from its operation count (XLA's cost
+   model of one substep, and the rates this machine's XLA reaches in a fused loop), and
+   kernel profiles (``scripts/_hlo_profile.py``) of the batch-4096 plant, the hall and
+   Facility's vector step by plant stage and by function, in a subprocess under XLA's
+   defaults;
+7. what bounds each missed target, from the run's own figures.
 
 Also the CPU model, core count, JAX backend and versions, and the load average (other
 processes inflate wall times; the CPU-time columns much less).
@@ -319,6 +325,155 @@ class PlantStepCost:
         return {"compile_s": self.compile_s, "flops": self.cost.get("flops", nan),
                 "transcendentals": self.cost.get("transcendentals", nan),
                 "bytes": self.cost.get("bytes accessed", nan)}
+
+
+# ---- where the time goes: kernel profiles and the operation-count bound ----------------------
+
+
+class Breakdown:
+    """Kernel time of the batch-``batch`` plant rollout, the hall and one task's vector step
+    by plant stage and by function (``scripts/_hlo_profile.py``), in a subprocess under
+    XLA's defaults (``HEATSYNC_XLA_TUNING=0``): there every fusion runs as its own kernel,
+    which the profiler times; with heatsync's setting a small loop is one kernel."""
+
+    def __init__(self, batch: int, steps: int, hall_racks: int, hall_steps: int, task: str,
+                 n: int):
+        self.args = (batch, steps, hall_racks, hall_steps, task, n)
+
+    def measure(self) -> dict:
+        from heatsync import _xla
+
+        return run_probe("--probe-breakdown", *self.args, env=_xla.untuned_environ())
+
+
+def _profile_shares(call: Callable[[], object], hlo: str, keys: dict) -> dict:
+    """``kernel_s`` of one ``call()`` and, for each ``keys`` entry ``name: key(op)``, the
+    share of kernel time by key (largest first)."""
+    import _hlo_profile as hp
+
+    ns, mod = hp.kernel_ns(call), hp.Module(hlo)
+    total = sum(hp.attribute(ns, mod, lambda op: 0).values())
+    out = {"kernel_s": total / 1e9}
+    for name, key in keys.items():
+        out[name] = {str(k): v / total for k, v in hp.attribute(ns, mod, key).most_common()}
+    return out
+
+
+def probe_breakdown(batch: int, steps: int, hall_racks: int, hall_steps: int, task: str,
+                    n: int) -> dict:
+    """What :class:`Breakdown` runs in its subprocess (prints one JSON line)."""
+    import _hlo_profile as hp
+
+    from heatsync import _xla
+    from heatsync.envs._core import drive_vstep_flat
+    from heatsync.envs._spaces import check_action
+
+    if _xla.loops_as_one_kernel():
+        return {"error": "loops run as one kernel here; the profile would see only the loop"}
+    plant_keys = {"stages": lambda op: hp.stage(op.op_name),
+                  "functions": lambda op: hp.function(op.stack),
+                  "lockstep": lambda op: hp.is_lockstep(op.op_name)}
+    out = {"settings": _xla.status()}
+    b = PlantThroughput(batch, steps, 3)
+    b.prepare()
+    out["plant"] = {**b.measure(), **_profile_shares(lambda: b.fn(b.keys), b.fn.as_text(),
+                                                     plant_keys)}
+    h = Hall(hall_racks, hall_steps, 3)
+    h.prepare()
+    out["hall"] = {**h.measure(), **_profile_shares(lambda: h.fn(h.key), h.fn.as_text(),
+                                                    plant_keys)}
+    venv = JaxVectorEnv(task, n, episode__steps=VEC_EPISODE_STEPS)
+    venv.action_space.seed(0)
+    venv.reset(seed=0)
+    acts = check_action(venv.action_space.sample(), venv.single_action_space, batch=n)
+    hlo = drive_vstep_flat.lower(venv.task, venv._sid, venv._sflat, venv._pflat, venv._rngs,
+                                 venv._sbufs, acts, venv._pbufs).compile().as_text()
+    _, _, per_step = _block_rate(lambda: venv.step(acts), n, 10, 3)
+    out["vector"] = {"task": task, "n": n, "wall_s": per_step,
+                     **_profile_shares(lambda: venv.step(acts), hlo,
+                                       {"parts": hp.part,
+                                        "stages": lambda op: hp.stage(op.op_name)})}
+    venv.close()
+    return out
+
+
+class Roof:
+    """The batched plant's operation-count bound on this machine: XLA's cost model of
+    one substep (batch 1: flops, transcendentals and bytes per env; the transcendentals
+    by function, from the compiled HLO) and the rates this machine's XLA reaches in a
+    fused element-wise loop over a (4096, 8) array (arithmetic, and exp/log), one core."""
+
+    weight = 2.0
+    LOOP = 200
+
+    def jobs(self):
+        return [(self.weight, "operation-count roof", self.prepare)]
+
+    def prepare(self):
+        import _hlo_profile as hp
+
+        from heatsync.physics import plant
+
+        sc = load_scenario("default")
+        p, s = sc.params, sc.init_state()
+        exo = exogenous_at(sc.exo, jax.random.PRNGKey(0), 0.0, p.dt_s)
+        a = plant.clip_action(p, sc.control)
+        sub, _ = aot(lambda a, exo, s, k: plant._substep(p, a, exo, a.uc_target_w,
+                                                          a.ups_target_w, s, k),
+                     a, exo, s, jnp.zeros((), jnp.float32))
+        self.n_sub = int(p.n_sub)
+        self.cost = _cost(sub)
+        by_fn: dict[str, int] = {}
+        for op in hp.Module(sub.as_text()).all_ops():
+            if op.opcode in hp.TRANSCENDENTAL:
+                name = hp.function(op.stack)
+                by_fn[name] = by_fn.get(name, 0) + op.elements
+        self.trans_by_fn = dict(sorted(by_fn.items(), key=lambda kv: -kv[1]))
+
+        x = jax.random.uniform(jax.random.PRNGKey(0), (4096, 8), minval=0.2, maxval=1.0)
+        self.x = x
+
+        def arith(i, y):  # compare, select, min, max, mul, add: the plant's common ops
+            return (jnp.minimum(jnp.maximum(y * 0.999 + 0.001, 0.1) * 1.0001 - 0.0001, 2.0)
+                    + jnp.where(y > 5.0, 1.0, 0.0))
+
+        def power(i, y):  # y ** 2.7 as the plant computes it: exp(2.7 log y)
+            return jnp.exp(2.7 * jnp.log(y)) * 0.5 + 0.4
+
+        self.loops = {}
+        for name, body in (("arith", arith), ("power", power)):
+            per_iter = _cost(aot(body, 0, x)[0])
+            fn, _ = aot(lambda y, body=body: jax.lax.fori_loop(0, self.LOOP, body, y), x)
+            jax.block_until_ready(fn(x))
+            self.loops[name] = (fn, per_iter)
+
+    def measure(self) -> dict:
+        size = self.x.size
+        t = {}
+        for name, (fn, c) in self.loops.items():
+            c0, w0 = time.process_time(), time.perf_counter()
+            wall = timed(lambda fn=fn: fn(self.x), 7)
+            cores = (time.process_time() - c0) / (time.perf_counter() - w0)
+            t[name] = (wall / (self.LOOP * size), c, cores)
+        t_arith = t["arith"][0] / (t["arith"][1]["flops"] / size)
+        pw = t["power"]
+        t_trans = ((pw[0] - t_arith * pw[1]["flops"] / size)
+                   / (pw[1]["transcendentals"] / size))
+        c = self.cost
+        per_step = self.n_sub * (c["flops"] * t_arith + c["transcendentals"] * t_trans)
+        return {"substep": c, "n_sub": self.n_sub, "trans_by_fn": self.trans_by_fn,
+                "ns_per_op": t_arith * 1e9, "ns_per_transcendental": t_trans * 1e9,
+                "loop_cores": max(t["arith"][2], pw[2]),
+                "bound_us_per_env_step": per_step * 1e6,
+                "bound_env_steps_per_s_per_core": 1.0 / per_step}
+
+
+def _cost(compiled) -> dict:
+    ca = compiled.cost_analysis()
+    ca = (ca[0] if isinstance(ca, list) else ca) or {}
+    return {"flops": ca.get("flops", float("nan")),
+            "transcendentals": ca.get("transcendentals", 0.0),
+            "bytes": ca.get("bytes accessed", float("nan"))}
 
 
 # ---- 3. env latency and vector throughput (and their compile times) --------------------------
@@ -762,10 +917,112 @@ def render_anatomy(x: dict, plant: list, untuned: dict | None) -> list[str]:
     return out
 
 
-def render_bounds(r: dict) -> list[str]:
-    """Section 6: what bounds each missed target, from this run's figures."""
+STAGE_DOC = {
+    "exogenous": "exogenous inputs (weather, prices, noise)",
+    "sources": "storage setpoint ramps, grid and generator",
+    "clocks": "workload phases, power-cap clocks, implicit throttle, lockstep minima",
+    "gpu_power": "GPU demand, firmware floor and ramps",
+    "shedding": "UPS limits, IT shedding",
+    "ultracap": "rack ultracapacitors",
+    "heat": "cold plates, CDU, LN2 exchanger, heat rejection",
+    "ups_grid": "UPS dispatch, grid draw, power quality",
+    "trips": "trips, throttled time",
+    "ln2": "LN2 tank, room oxygen",
+    "jobs": "job progress",
+    "outputs": "per-substep outputs",
+    "accumulate": "per-interval accumulators",
+    "other": "in no stage: loop carries, XLA's copies, the interval's bookkeeping",
+}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %" if x < 0.095 else f"{100 * x:.0f} %"
+
+
+def _top(shares: dict, k: int) -> str:
+    return ", ".join(f"`{name}` {_pct(v)}" for name, v in list(shares.items())[:k])
+
+
+def render_breakdown(r: dict) -> list[str]:
+    """Section 6: the operation-count floor of the batched plant and the kernel profiles."""
+    out = ["", "## 6. Where the time goes", ""]
+    roof, bd = r.get("roof"), r.get("breakdown")
     plant = {row["batch"]: row for row in r["plant"]}
-    out = ["", "## 6. What bounds each target", ""]
+    if roof:
+        c = roof["substep"]
+        tr = roof["trans_by_fn"]
+        gpu = sum(v for k, v in tr.items() if k.startswith("gpu."))
+        per_core = roof["bound_env_steps_per_s_per_core"]
+        cores = r["machine"]["cores"]
+        out += ["### Operation count: the batched plant's floor", "",
+                f"XLA's cost model of one substep (`plant._substep` compiled alone, batch 1): "
+                f"{c['flops']:,.0f} flops, {c['transcendentals']:,.0f} transcendentals and "
+                f"{c['bytes']:,.0f} bytes accessed per env. The transcendentals by function "
+                f"(from the compiled HLO): {', '.join(f'`{k}` {v:,}' for k, v in tr.items())}; "
+                f"{gpu} of {sum(tr.values())} are the GPU power law P ~ f^gamma and its "
+                "inverse, each a log and an exp.", "",
+                f"This machine's XLA, in a fused element-wise loop over a (4096, 8) array "
+                f"(one kernel, {roof['loop_cores']:.1f} cores busy), takes "
+                f"{roof['ns_per_op']:.4f} ns per arithmetic operation and element and "
+                f"{roof['ns_per_transcendental']:.2f} ns per exp or log. At those rates "
+                f"{roof['n_sub']} substeps cost at least {roof['bound_us_per_env_step']:.2f} us "
+                f"per env-step: at most {per_core:,.0f} env-steps/s per core, "
+                f"{cores * per_core:,.0f} on {cores} cores, with every core busy at that rate "
+                "and nothing else."]
+        big = max(plant)
+        if plant[big].get("env_steps_per_s"):
+            line = (f"Batch {big} reached {plant[big]['env_steps_per_s']:,.0f} env-steps/s, "
+                    f"{100 * plant[big]['env_steps_per_s'] / per_core:.0f} % of one core's "
+                    "floor")
+            sh = r.get("sharded")
+            if sh and "error" not in sh:
+                line += (f"; sharded over {sh['devices']} devices, "
+                         f"{sh['env_steps_per_s']:,.0f}, "
+                         f"{100 * sh['env_steps_per_s'] / (sh['devices'] * per_core):.0f} % "
+                         f"of {sh['devices']} cores' floor")
+            out += ["", line + "."]
+    if not bd:
+        out += ["", "Kernel profiles: skipped (--quick)." if r.get("quick") else
+                "Kernel profiles: not run."]
+        return out
+    if "error" in bd:
+        out += ["", f"Kernel profiles: the subprocess failed: {bd['error']}"]
+        return out
+    p, h, v = bd["plant"], bd["hall"], bd["vector"]
+    out += ["", "### Kernel profiles", "",
+            "One call of each program under `jax.profiler`, in a subprocess under XLA's "
+            "defaults (`HEATSYNC_XLA_TUNING=0`), where every fusion runs as its own kernel "
+            "that the profiler times (with heatsync's setting a small loop is one kernel). "
+            "A kernel's time is split over its operations by count, and summed by the plant "
+            "stage (`jax.named_scope` in `physics/plant.py`) or the function that emitted "
+            "each (`scripts/_hlo_profile.py`). Shares are of kernel time, summed over "
+            "threads. In that process: batch "
+            f"{p['batch']} ran {p['env_steps_per_s']:,.0f} env-steps/s "
+            f"({p['kernel_s'] * 1e3:,.1f} ms of kernels per {p['wall_s'] * 1e3:,.1f} ms call, "
+            f"{p['steps']} steps); the hall "
+            f"({h['racks']} racks, {h['jobs']} jobs) {h['x_realtime']:,.0f}x real time.", "",
+            f"| plant stage | batch {p['batch']} | hall, {h['racks']} racks |",
+            "|---|---:|---:|"]
+    for name in sorted(p["stages"], key=lambda k: -p["stages"][k]):
+        out.append(f"| {name} ({STAGE_DOC.get(name, '?')}) | {_pct(p['stages'][name])} | "
+                   f"{_pct(h['stages'].get(name, 0.0))} |")
+    out.append(f"| of all stages, the jobs x racks terms (`workload.membership`, `rack_view`, "
+               f"`job_min`) | {_pct(p['lockstep'].get('True', 0.0))} | "
+               f"{_pct(h['lockstep'].get('True', 0.0))} |")
+    out += ["", f"By function, batch {p['batch']}: {_top(p['functions'], 8)}.", "",
+            f"By function, hall: {_top(h['functions'], 8)}.", "",
+            f"{v['task']}'s vector step at N = {v['n']} ({v['kernel_s'] * 1e3:.1f} ms of "
+            f"kernels per {v['wall_s'] * 1e3:.1f} ms step), by part: {_top(v['parts'], 7)} "
+            "(`plant` is the plant's step; the others are the modules that emitted the "
+            "rest: `_queue` the job queue, `exogenous` the env's exogenous inputs, `_core` "
+            "auto-reset and packing, `_obs` the observation, `(no source)` XLA's copies)."]
+    return out
+
+
+def render_bounds(r: dict) -> list[str]:
+    """Section 7: what bounds each missed target, from this run's figures."""
+    plant = {row["batch"]: row for row in r["plant"]}
+    out = ["", "## 7. What bounds each target", ""]
     big = max(plant)
     row = plant[big]
     ns = 1e9 / (row["env_steps_per_s"] * 10 * 8)
@@ -774,16 +1031,44 @@ def render_bounds(r: dict) -> list[str]:
               f"env-steps/s ({sh['env_steps_per_s'] / row['env_steps_per_s']:.2f}x), so one "
               "XLA program leaves part of the second core idle."
               if sh and "error" not in sh else "")
+    roof, bd = r.get("roof"), r.get("breakdown")
+    bd = bd if bd and "error" not in bd else None
+    floor = ""
+    if roof:
+        per_core = roof["bound_env_steps_per_s_per_core"]
+        cores = r["machine"]["cores"]
+        tr = roof["trans_by_fn"]
+        gpu = sum(v for k, v in tr.items() if k.startswith("gpu."))
+        floor = (f" Its operation count alone (section 6) allows at most {per_core:,.0f} "
+                 f"env-steps/s per core, {cores * per_core:,.0f} on {cores} cores, at the rate "
+                 "this machine's XLA reaches in a fused loop with nothing else to do; "
+                 f"{gpu} of its {sum(tr.values())} transcendentals per substep are the GPU "
+                 "power law f^gamma and its inverse (each a log and an exp).")
+    prof = ""
+    if bd:
+        st, fn, lk = bd["plant"]["stages"], bd["plant"]["functions"], bd["plant"]["lockstep"]
+        prof = (f" By the kernel profile, the clocks stage takes {_pct(st.get('clocks', 0))} "
+                f"(the implicit throttle, 4 Newton iterations each with a power per rack, "
+                f"{_pct(fn.get('gpu.throttle_implicit', 0))}) and the jobs x racks terms "
+                f"{_pct(lk.get('True', 0))}.")
     out.append(
         f"- **Batched plant.** At batch {big}, {row['env_steps_per_s']:,.0f} env-steps/s is "
-        f"{ns:.0f} ns per rack and substep: compute in fused element-wise loops over "
-        "(batch, racks) arrays, with the racks on the minor axis, so every sum, max and "
-        "job minimum over a rack's 8 neighbours is a short strided reduction, and the "
-        "lockstep job minima run over a dense jobs x racks mask (8x the elements of a "
-        f"per-rack array).{sh_txt} What would change it: racks on the major axis (batch "
-        "minor) so those reductions vectorize, job minima over sorted rack segments "
-        "instead of a dense mask, or an accelerator backend.")
+        f"{ns:.0f} ns per rack and substep.{floor}{sh_txt}{prof} What would change it: fewer "
+        "transcendentals per substep (a throttle solve warm-started from the last substep "
+        "with fewer iterations, or a cheaper power law), more cores per program (sharding), "
+        "fewer substeps per control interval, or an accelerator backend.")
     hall, one = r["hall"], r.get("hall_one_job")
+    hprof = ""
+    if bd:
+        hf, hs = bd["hall"]["functions"], bd["hall"]["stages"]
+        wl = sum(x for k, x in hf.items() if k.startswith("workload."))
+        hprof = (f" Its kernel profile (section 6) puts {_pct(wl)} in the workload functions "
+                 f"(job phases, occupancy, job minima, gathers to racks, progress), "
+                 f"{_pct(hs.get('clocks', 0))} in the clocks stage and "
+                 f"{_pct(hs.get('other', 0))} outside any stage (loop carries, copies); "
+                 "the profile splits a fusion's time by instruction count, which cannot "
+                 "see per-job arithmetic that XLA re-evaluates for each rack inside a "
+                 "gather, so the one-job comparison is the better measure of that cost.")
     if one:
         per_sub = 1e6 * hall["wall_s"] / (hall["steps"] * 10)
         per_sub1 = 1e6 * one["wall_s"] / (one["steps"] * 10)
@@ -797,7 +1082,7 @@ def render_bounds(r: dict) -> list[str]:
             f"substep is {1e3 * per_sub1 / hall['racks']:.0f} ns per rack; 10,000x real time "
             f"needs {1e6 / (10_000 * 10):.0f} us per substep. What would change it: O(racks) "
             "segment reductions, per-job quantities computed once and gathered without "
-            "fusion, and the batched plant's layout change.")
+            "fusion, and the batched plant's changes." + hprof)
     x = r.get("anatomy")
     if x:
         t = TARGETS["env_step_median_us"]
@@ -811,6 +1096,13 @@ def render_bounds(r: dict) -> list[str]:
                            f"the {t:.0f} us target." if over else
                            f"each part is below the {t:.0f} us target."))
     vec = {(v["task"], v["n"]): v for v in r["vec"]}
+    vprof = ""
+    if bd:
+        v = bd["vector"]
+        rest = {k: x for k, x in v["parts"].items() if k != "plant"}
+        vprof = (f" By the kernel profile of {v['task']}'s vector step at N = {v['n']} "
+                 f"(section 6), the plant takes {_pct(v['parts'].get('plant', 0))} of the "
+                 f"kernel time; the rest: {_top(rest, 4)}.")
     if 1024 in plant and vec:
         slow = min((v for v in r["vec"] if v["n"] == max(n for _, n in vec)),
                    key=lambda v: v["steps_per_s"])
@@ -820,7 +1112,7 @@ def render_bounds(r: dict) -> list[str]:
             "env-steps/s for the bare plant at batch 1024 (section 1): the env adds the "
             "reward, observation, info (~90 values per env, packed and copied to the host "
             "every step), auto-reset and, for the scheduling tasks, the job queue. Its bound "
-            "is the batched plant's, plus that overhead.")
+            "is the batched plant's, plus that overhead." + vprof)
     sp = r.get("split")
     where = ""
     if sp and sum(sp["vector"][k] for k in ("trace_s", "lower_s", "compile_s")) > 0:
@@ -1023,6 +1315,7 @@ def render(r: dict, s: dict, wall_s: float) -> str:
     out += ["", "## 5. Gradient of a 1 h rollout", ""]
     if g is None:
         out.append("Skipped with --quick (its compile alone takes about a minute).")
+        out += render_breakdown(r)
         out += render_bounds(r)
         return "\n".join(out) + "\n"
     out += [
@@ -1041,6 +1334,7 @@ def render(r: dict, s: dict, wall_s: float) -> str:
                    f"{x['finite']} |")
     out += ["", f"**Gradient = {g['multiple']:.1f}x the forward rollout** ({horizon} "
             "horizon); target: none set."]
+    out += render_breakdown(r)
     out += render_bounds(r)
     return "\n".join(out) + "\n"
 
@@ -1070,18 +1364,25 @@ def main(argv=None) -> int:
                     help=argparse.SUPPRESS)  # what the Untuned subprocess runs
     ap.add_argument("--probe-sharded", nargs=3, metavar=("BATCH", "STEPS", "REPEATS"),
                     help=argparse.SUPPRESS)  # what the ShardedThroughput subprocess runs
+    ap.add_argument("--probe-breakdown", nargs=6,
+                    metavar=("BATCH", "STEPS", "RACKS", "HALL_STEPS", "TASK", "N"),
+                    help=argparse.SUPPRESS)  # what the Breakdown subprocess runs
     ap.add_argument("--grad-steps", type=int, default=None,
                     help="control intervals (1 s each) of the differentiated rollout "
                          "(default 3600 = 1 h, or 300 with --quick)")
     args = ap.parse_args(argv)
-    if args.probe_untuned or args.probe_sharded:
+    if args.probe_untuned or args.probe_sharded or args.probe_breakdown:
         import json
 
         if args.probe_untuned:
             task, calls, steps = args.probe_untuned
             print(json.dumps(probe_untuned(task, int(calls), int(steps))))
-        else:
+        elif args.probe_sharded:
             print(json.dumps(probe_sharded(*(int(x) for x in args.probe_sharded))))
+        else:
+            b, st, racks, hst, task, n = args.probe_breakdown
+            print(json.dumps(probe_breakdown(int(b), int(st), int(racks), int(hst), task,
+                                             int(n))))
         return 0
     for name in ("repeats", "jobs", "grad_steps"):
         val = getattr(args, name)
@@ -1106,7 +1407,10 @@ def main(argv=None) -> int:
     sharded = None if s["quick"] else ShardedThroughput(big, s["plant_steps"](big), reps)
     untuned = None if s["quick"] else Untuned(TASKS[0], s["anatomy_calls"],
                                               s["plant_steps"](1))
-    benches = [*plant, hall, hall1, cost, *lat, *vec, anatomy,
+    roof = Roof()
+    breakdown = None if s["quick"] else Breakdown(big, s["plant_steps"](big), s["hall_racks"],
+                                                  s["hall_steps"], TASKS[-1], max(s["vec_n"]))
+    benches = [*plant, hall, hall1, cost, roof, *lat, *vec, anatomy,
                *([grad] if grad is not None else []), *([split] if split is not None else [])]
 
     # warm-up phase: every compile, the longest first
@@ -1126,7 +1430,7 @@ def main(argv=None) -> int:
     print(f"warm-up (compiles) done in {t_warm:.0f} s", flush=True)
 
     # timing phase: one measurement at a time
-    r = {"machine": machine(), "plant": [], "latency": [], "vec": []}
+    r = {"machine": machine(), "plant": [], "latency": [], "vec": [], "quick": s["quick"]}
     for b in plant:
         r["plant"].append(b.measure())
         print(f"batch {b.batch}: {r['plant'][-1]['env_steps_per_s']:,.0f} env-steps/s",
@@ -1157,6 +1461,13 @@ def main(argv=None) -> int:
     r["untuned"] = untuned.measure() if untuned is not None else None
     if untuned is not None:
         print(f"without heatsync's XLA settings: {r['untuned']}", flush=True)
+    r["roof"] = roof.measure()
+    print(f"operation-count floor: {r['roof']['bound_env_steps_per_s_per_core']:,.0f} "
+          "env-steps/s per core", flush=True)
+    r["breakdown"] = breakdown.measure() if breakdown is not None else None
+    if breakdown is not None:
+        print("kernel profiles: " + ("done" if "error" not in r["breakdown"]
+                                     else r["breakdown"]["error"]), flush=True)
     r["grad"] = grad.measure() if grad is not None else None
     if grad is not None:
         print(f"gradient: {r['grad']['multiple']:.1f}x the forward rollout", flush=True)
