@@ -918,7 +918,7 @@ def render_anatomy(x: dict, plant: list, untuned: dict | None) -> list[str]:
 
 
 STAGE_DOC = {
-    "exogenous": "exogenous inputs (weather, prices, noise)",
+    "exogenous": "weather, prices, noise, faults",
     "sources": "storage setpoint ramps, grid and generator",
     "clocks": "workload phases, power-cap clocks, implicit throttle, lockstep minima",
     "gpu_power": "GPU demand, firmware floor and ramps",

@@ -20,7 +20,8 @@ NUM = r"-?[0-9][0-9,]*(?:\.[0-9]+)?"
 HEADINGS = ("# heatsync performance", "## Targets", "## Machine",
             "## 1. Batched plant throughput", "## 2. Large hall",
             "## 3. Environment step latency and vector throughput", "## 4. Compile time",
-            "## 5. Gradient of a 1 h rollout")
+            "## 5. Gradient of a 1 h rollout", "## 6. Where the time goes",
+            "### Operation count: the batched plant's floor", "## 7. What bounds each target")
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +89,15 @@ def test_perf_quick__has_a_number_for_every_figure_it_measures(report):
     # 5. the gradient is skipped in --quick, and says so
     _has(report, r"^\| gradient of a 1 h rollout \| skipped \(--quick\) \|")
     _has(report, r"^Skipped with --quick")
+
+
+def test_perf_quick__section_6_has_the_operation_count_floor(report):
+    # XLA's cost model of a substep, its transcendentals by function, the machine's rates
+    # and the floor they give; the kernel profiles (a subprocess) are skipped in --quick
+    _has(report, rf"^XLA's cost model of one substep .*: {NUM} flops, {NUM} transcendentals "
+                 rf"and {NUM} bytes accessed per env\. .*`gpu\.throttle_implicit` {NUM}")
+    _has(report, rf"takes {NUM} ns per arithmetic operation and element and {NUM} ns per exp "
+                 rf"or log\. .* at most {NUM} env-steps/s per core")
+    _has(report, rf"^Batch 64 reached {NUM} env-steps/s, {NUM} % of one core's floor")
+    _has(report, r"^Kernel profiles: skipped \(--quick\)\.$")
+    _has(report, r"^- \*\*Batched plant\.\*\* .*Its operation count alone \(section 6\)")
