@@ -157,15 +157,17 @@ def _stack_table(tables) -> Callable[[int], tuple]:
     return stack
 
 
-def kernel_ns(call: Callable[[], object]) -> collections.Counter:
-    """Nanoseconds in each event the profiler records during one ``call()`` (after one
-    unprofiled call), summed over threads: a kernel XLA splits across cores counts each
-    part. :func:`attribute` keeps the events that are kernels of a module."""
+def kernel_ns(call: Callable[[], object], calls: int = 1) -> collections.Counter:
+    """Nanoseconds in each event the profiler records during ``calls`` calls of
+    ``call()`` (after one unprofiled call), summed over calls and threads: a kernel XLA
+    splits across cores counts each part. :func:`attribute` keeps the events that are
+    kernels of a module."""
     with tempfile.TemporaryDirectory() as d:
         jax.block_until_ready(call())
         jax.profiler.start_trace(d)
         try:
-            jax.block_until_ready(call())
+            for _ in range(calls):
+                jax.block_until_ready(call())
         finally:
             jax.profiler.stop_trace()
         paths = glob.glob(f"{d}/**/*.xplane.pb", recursive=True)

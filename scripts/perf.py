@@ -346,14 +346,17 @@ class Breakdown:
         return run_probe("--probe-breakdown", *self.args, env=_xla.untuned_environ())
 
 
+PROFILE_CALLS = 3  # calls profiled per program; the shares are of their summed kernel time
+
+
 def _profile_shares(call: Callable[[], object], hlo: str, keys: dict) -> dict:
-    """``kernel_s`` of one ``call()`` and, for each ``keys`` entry ``name: key(op)``, the
-    share of kernel time by key (largest first)."""
+    """``kernel_s`` per ``call()`` (over :data:`PROFILE_CALLS` calls) and, for each
+    ``keys`` entry ``name: key(op)``, the share of kernel time by key (largest first)."""
     import _hlo_profile as hp
 
-    ns, mod = hp.kernel_ns(call), hp.Module(hlo)
+    ns, mod = hp.kernel_ns(call, PROFILE_CALLS), hp.Module(hlo)
     total = sum(hp.attribute(ns, mod, lambda op: 0).values())
-    out = {"kernel_s": total / 1e9}
+    out = {"kernel_s": total / 1e9 / PROFILE_CALLS}
     for name, key in keys.items():
         out[name] = {str(k): v / total for k, v in hp.attribute(ns, mod, key).most_common()}
     return out
@@ -990,7 +993,8 @@ def render_breakdown(r: dict) -> list[str]:
         return out
     p, h, v = bd["plant"], bd["hall"], bd["vector"]
     out += ["", "### Kernel profiles", "",
-            "One call of each program under `jax.profiler`, in a subprocess under XLA's "
+            f"{PROFILE_CALLS} calls of each program under `jax.profiler`, in a subprocess "
+            "under XLA's "
             "defaults (`HEATSYNC_XLA_TUNING=0`), where every fusion runs as its own kernel "
             "that the profiler times (with heatsync's setting a small loop is one kernel). "
             "A kernel's time is split over its operations by count, and summed by the plant "
