@@ -16,6 +16,11 @@ the chain is, in order:
 7. UPS dispatch and the grid draw; power-quality and demand accumulators;
 8. trips, LN2 tank and deliveries, room oxygen, job progress.
 
+Each stage runs under a ``jax.named_scope`` (``sources``, ``clocks``, ``gpu_power``,
+``shedding``, ``ultracap``, ``heat``, ``ups_grid``, ``trips``, ``ln2``, ``jobs``,
+``outputs``), so compiled HLO and profiles name the stage of every operation
+(``scripts/perf.py`` section 6).
+
 Storage setpoints (rack bus draw, grid draw) ramp linearly from the previous
 interval's value over the substeps, as converters ramp their references.
 

@@ -218,8 +218,7 @@ def function(stack: tuple, within: str = "_substep") -> str:
     else:
         return "(no source)"
     path, func, _ = frame
-    mod = re.sub(r"\.py$", "", path.replace("\\", "/").rsplit("/", 1)[-1])
-    return f"{mod}.{func.split('.<locals>')[0]}"
+    return f"{_module(path)}.{func.split('.<locals>')[0]}"
 
 
 def part(op: Op) -> str:
@@ -230,4 +229,9 @@ def part(op: Op) -> str:
         return "plant"
     if not op.stack:
         return "(no source)"
-    return re.sub(r"\.py$", "", op.stack[0][0].replace("\\", "/").rsplit("/", 1)[-1])
+    return _module(op.stack[0][0])
+
+
+def _module(path: str) -> str:
+    """A source file's module name: ``.../physics/gpu.py`` -> ``gpu``."""
+    return re.sub(r"\.py$", "", path.replace("\\", "/").rsplit("/", 1)[-1])

@@ -317,14 +317,10 @@ class PlantStepCost:
         p, s = sc.params, sc.init_state()
         exo = exogenous_at(sc.exo, jax.random.PRNGKey(0), 0.0, p.dt_s)
         compiled, self.compile_s = aot(step, p, s, sc.control, exo)
-        ca = compiled.cost_analysis()
-        self.cost = (ca[0] if isinstance(ca, list) else ca) or {}
+        self.cost = _cost(compiled)
 
     def measure(self) -> dict:
-        nan = float("nan")
-        return {"compile_s": self.compile_s, "flops": self.cost.get("flops", nan),
-                "transcendentals": self.cost.get("transcendentals", nan),
-                "bytes": self.cost.get("bytes accessed", nan)}
+        return {"compile_s": self.compile_s, **self.cost}
 
 
 # ---- where the time goes: kernel profiles and the operation-count bound ----------------------
@@ -472,11 +468,19 @@ class Roof:
 
 
 def _cost(compiled) -> dict:
+    """XLA's cost model of a compiled program: flops, transcendentals, bytes accessed
+    (NaN where the backend does not report one)."""
     ca = compiled.cost_analysis()
     ca = (ca[0] if isinstance(ca, list) else ca) or {}
-    return {"flops": ca.get("flops", float("nan")),
-            "transcendentals": ca.get("transcendentals", 0.0),
-            "bytes": ca.get("bytes accessed", float("nan"))}
+    nan = float("nan")
+    return {"flops": ca.get("flops", nan), "transcendentals": ca.get("transcendentals", nan),
+            "bytes": ca.get("bytes accessed", nan)}
+
+
+def _gpu_share(roof: dict) -> tuple[int, int]:
+    """``(transcendentals per substep in gpu.py, all of them)`` from :class:`Roof`."""
+    tr = roof["trans_by_fn"]
+    return sum(v for k, v in tr.items() if k.startswith("gpu.")), sum(tr.values())
 
 
 # ---- 3. env latency and vector throughput (and their compile times) --------------------------
@@ -954,7 +958,7 @@ def render_breakdown(r: dict) -> list[str]:
     if roof:
         c = roof["substep"]
         tr = roof["trans_by_fn"]
-        gpu = sum(v for k, v in tr.items() if k.startswith("gpu."))
+        gpu, n_trans = _gpu_share(roof)
         per_core = roof["bound_env_steps_per_s_per_core"]
         cores = r["machine"]["cores"]
         out += ["### Operation count: the batched plant's floor", "",
@@ -962,7 +966,7 @@ def render_breakdown(r: dict) -> list[str]:
                 f"{c['flops']:,.0f} flops, {c['transcendentals']:,.0f} transcendentals and "
                 f"{c['bytes']:,.0f} bytes accessed per env. The transcendentals by function "
                 f"(from the compiled HLO): {', '.join(f'`{k}` {v:,}' for k, v in tr.items())}; "
-                f"{gpu} of {sum(tr.values())} are the GPU power law P ~ f^gamma and its "
+                f"{gpu} of {n_trans} are the GPU power law P ~ f^gamma and its "
                 "inverse, each a log and an exp.", "",
                 f"This machine's XLA, in a fused element-wise loop over a (4096, 8) array "
                 f"(one kernel, {roof['loop_cores']:.1f} cores busy), takes "
@@ -1041,12 +1045,11 @@ def render_bounds(r: dict) -> list[str]:
     if roof:
         per_core = roof["bound_env_steps_per_s_per_core"]
         cores = r["machine"]["cores"]
-        tr = roof["trans_by_fn"]
-        gpu = sum(v for k, v in tr.items() if k.startswith("gpu."))
+        gpu, n_trans = _gpu_share(roof)
         floor = (f" Its operation count alone (section 6) allows at most {per_core:,.0f} "
                  f"env-steps/s per core, {cores * per_core:,.0f} on {cores} cores, at the rate "
                  "this machine's XLA reaches in a fused loop with nothing else to do; "
-                 f"{gpu} of its {sum(tr.values())} transcendentals per substep are the GPU "
+                 f"{gpu} of its {n_trans} transcendentals per substep are the GPU "
                  "power law f^gamma and its inverse (each a log and an exp).")
     prof = ""
     if bd:
