@@ -9,25 +9,38 @@ Three faces over one functional core:
   ``heatsync/<Task>-v0`` on ``import heatsync``;
 - batched: :class:`JaxVectorEnv` (``gymnasium.vector.VectorEnv``) and
   ``heatsync.envs.sb3.SB3VecEnv`` (stable-baselines3; imported lazily).
+
+Public modules: :mod:`~heatsync.envs.registry` (tasks and their benchmark metadata),
+:mod:`~heatsync.envs.spaces` (action layouts), :mod:`~heatsync.envs.reward` (the reward
+object), :mod:`~heatsync.envs.observations` (observation pieces and scales),
+:mod:`~heatsync.envs.config` (the ``episode`` and ``reward`` scenario sections) and
+:mod:`~heatsync.envs.drive` (the jitted entry points and their flat buffers).
 """
 
-from ._core import TRACE_COUNTS, AutoReset, EnvParams, EnvState, RewardWeights, Task
+from . import config as config  # registers the episode and reward scenario sections
 from ._queue import QueueParams, QueueState
-from ._spaces import check_action
-from ._terms import Normalizers, default_normalizers
+from .config import episode_steps, reward_weights
 from .cooling_dispatch import CoolingDispatch, CoolingDispatchEnv
+from .drive import TRACE_COUNTS, Entry, Flat
 from .facility import Facility, FacilityEnv
+from .observations import OBS_BOUND
 from .power_smoothing import PowerSmoothing, PowerSmoothingEnv
-from .registration import ENV_IDS, register_envs
+from .registration import ENV_IDS
+from .registry import TASK_SPECS, TaskSpec, make_task, register_envs, task_names, task_spec
+from .reward import REWARD_KEYS, Normalizers, Reward, default_normalizers
 from .scheduling import PowerAwareScheduling, PowerAwareSchedulingEnv
-from .vector import JaxVectorEnv, make_task
+from .spaces import ActionLayout, Segment, check_action
+from .task import AutoReset, EnvParams, EnvState, RewardWeights, Task
+from .vector import JaxVectorEnv
 
 __all__ = [
-    "AutoReset", "CoolingDispatch", "CoolingDispatchEnv", "ENV_IDS", "EnvParams", "EnvState",
-    "Facility", "FacilityEnv", "JaxVectorEnv", "Normalizers", "PowerAwareScheduling",
-    "PowerAwareSchedulingEnv", "PowerSmoothing", "PowerSmoothingEnv", "QueueParams",
-    "QueueState", "RewardWeights", "SB3VecEnv", "TRACE_COUNTS", "Task", "check_action",
-    "default_normalizers", "make_task", "register_envs",
+    "ActionLayout", "AutoReset", "CoolingDispatch", "CoolingDispatchEnv", "ENV_IDS", "Entry",
+    "EnvParams", "EnvState", "Facility", "FacilityEnv", "Flat", "JaxVectorEnv", "Normalizers",
+    "OBS_BOUND", "PowerAwareScheduling", "PowerAwareSchedulingEnv", "PowerSmoothing",
+    "PowerSmoothingEnv", "QueueParams", "QueueState", "REWARD_KEYS", "Reward", "RewardWeights",
+    "SB3VecEnv", "Segment", "TASK_SPECS", "TRACE_COUNTS", "Task", "TaskSpec", "check_action",
+    "default_normalizers", "episode_steps", "make_task", "register_envs", "reward_weights",
+    "task_names", "task_spec",
 ]
 
 

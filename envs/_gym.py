@@ -8,9 +8,17 @@ import gymnasium
 import jax
 import numpy as np
 
-from ._core import LAYOUTS, Task, drive_reset_flat, drive_step_flat, flat_specs, structure_id
 from ._render import render_dashboard
-from ._spaces import check_action
+from .drive import (
+    LAYOUTS,
+    Entry,
+    drive_reset_flat,
+    drive_step_flat,
+    flat_specs,
+    structure_id,
+)
+from .spaces import check_action
+from .task import Task
 
 __all__ = ["HeatsyncEnv"]
 
@@ -51,7 +59,7 @@ class HeatsyncEnv(gymnasium.Env):
         self.observation_space = self.task.observation_space(self.params)
         self.action_space = self.task.action_space(self.params)
         self.render_mode = render_mode
-        self.episode_steps = int(self.scenario.episode_steps)
+        self.episode_steps = int(self.params.episode_steps)
         self._sid = structure_id(self.params, self.action_space.shape)
         self._rng = None
         self._sbufs = None  # the EnvState as flat buffers (see envs._core.Flat)
@@ -67,6 +75,18 @@ class HeatsyncEnv(gymnasium.Env):
         self._params = value
         self._sflat, self._pflat = flat_specs(self.task, value)
         self._pbufs = self._pflat.device_buffers(value)
+
+    @property
+    def entry(self) -> Entry:
+        """The static arguments of this env's jitted entry points
+        (:func:`heatsync.envs.drive.drive_step_flat`): task, structure id, Flat specs."""
+        return Entry(self.task, self._sid, self._sflat, self._pflat)
+
+    @property
+    def buffers(self) -> tuple:
+        """The dynamic arguments the next ``step`` passes: ``(key chain, state buffers,
+        params buffers)`` (``None`` for the first two before ``reset``)."""
+        return self._rng, self._sbufs, self._pbufs
 
     @property
     def state(self):

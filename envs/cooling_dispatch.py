@@ -2,38 +2,34 @@
 
 from __future__ import annotations
 
-from heatsync.physics import replace
+from heatsync.physics.units import J_PER_KWH
 
-from . import _obs
-from ._core import Task
+from . import observations as _obs
 from ._gym import HeatsyncEnv
-from ._spaces import box_space, cooling_segments, decode, layout_table
-from ._terms import J_PER_KWH
+from .registry import task_spec
+from .reward import Reward
+from .spaces import cooling_layout
+from .task import Task
 
 __all__ = ["CoolingDispatch", "CoolingDispatchEnv"]
+
+
+def cooling_energy_cost(params, s0, s1, out, exo):
+    """CoolingDispatch's ``energy_cost``: the cooling energy alone at the price, over
+    ``norm.cooling_usd_ref`` (IT energy is not the task's to change)."""
+    usd = out["e_cool_j"] / J_PER_KWH * exo.price_usd_per_kwh
+    return usd / params.norm.cooling_usd_ref
 
 
 class CoolingDispatch(Task):
     """Functional CoolingDispatch task (see :class:`CoolingDispatchEnv` for the tables)."""
 
-    name = "CoolingDispatch"
-    env_id = "heatsync/CoolingDispatch-v0"
-    default_scenario = "chiller-trip"
-    terms = ("energy_cost", "throttle", "overcool", "water", "ln2", "trip", "hazard")
-    terminal = ("trip", "hazard")
+    spec = task_spec("CoolingDispatch")
+    reward = Reward(("energy_cost", "throttle", "overcool", "water", "ln2", "trip", "hazard"),
+                    terminal=("trip", "hazard"), overrides={"energy_cost": cooling_energy_cost})
 
-    def action_space(self, params):
-        return box_space(sum(s.size for s in cooling_segments(params.plant)))
-
-    def action_names(self, params):
-        return [row[0] for row in layout_table(cooling_segments(params.plant))]
-
-    def _decode(self, action, params):
-        return replace(params.control, **decode(action, cooling_segments(params.plant))), None
-
-    def _adjust_terms(self, params, s0, s1, out, exo, terms):
-        usd = out["e_cool_j"] / J_PER_KWH * exo.price_usd_per_kwh
-        return {"energy_cost": usd / params.norm.cooling_usd_ref}
+    def layout(self, params):
+        return cooling_layout(params.plant)
 
     def _pieces(self, params, state):
         return (_obs.time_pieces(params, state)

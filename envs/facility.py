@@ -4,52 +4,47 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from heatsync.physics import REWARD_KEYS, replace
+from heatsync.physics import replace
 
-from . import _obs
-from ._core import Task
+from . import observations as _obs
 from ._gym import HeatsyncEnv
-from ._spaces import box_space, cooling_segments, decode, layout_table, smoothing_segments
+from .registry import task_spec
+from .reward import REWARD_KEYS, Reward
 from .scheduling import _with_slots
+from .spaces import ActionLayout, Segment, cooling_layout, smoothing_layout
+from .task import Task
 
-__all__ = ["Facility", "FacilityEnv"]
+__all__ = ["Facility", "FacilityEnv", "scheduling_layout"]
 
-#: the three scheduling components at the end of the action
-SCHEDULING_NAMES = ("start_job", "job_select", "phase_offset")
+
+def scheduling_layout(params) -> ActionLayout:
+    """The three job-placement components at the end of a Facility action."""
+    q = params.queue.n_visible
+    return ActionLayout([Segment("start_job", 1, 0.0, 1.0, "step", "start if > 0"),
+                         Segment("job_select", 1, 0.0, float(q - 1), "bins", "visible job"),
+                         Segment("phase_offset", 1, 0.0, 1.0, "lin", "of a period")])
 
 
 class Facility(Task):
     """Functional Facility task (see :class:`FacilityEnv` for the tables)."""
 
-    name = "Facility"
-    env_id = "heatsync/Facility-v0"
-    default_scenario = "default"
-    terms = tuple(REWARD_KEYS)
-    terminal = ("trip", "hazard")
+    spec = task_spec("Facility")
+    reward = Reward(tuple(REWARD_KEYS), terminal=("trip", "hazard"))
     has_queue = True
 
     def load(self, scenario=None, **overrides):
         return _with_slots(self, scenario, overrides)
 
-    def _segments(self, params):
-        return smoothing_segments(params.plant) + cooling_segments(params.plant)
-
-    def action_space(self, params):
-        return box_space(sum(s.size for s in self._segments(params)) + len(SCHEDULING_NAMES))
-
-    def action_names(self, params):
-        names = [name if size == 1 else f"{name}[{i}]"
-                 for name, _, size, _ in layout_table(self._segments(params))
-                 for i in range(size)]
-        return names + list(SCHEDULING_NAMES)
+    def layout(self, params):
+        return (smoothing_layout(params.plant) + cooling_layout(params.plant)
+                + scheduling_layout(params))
 
     def _decode(self, action, params):
-        a = jnp.clip(jnp.asarray(action), -1.0, 1.0)
-        n = len(SCHEDULING_NAMES)
-        plant = replace(params.control, **decode(a[:-n], self._segments(params)))
-        q = params.queue.n_visible
-        pick = jnp.clip(jnp.floor(0.5 * (a[-2] + 1.0) * q), 0, q - 1).astype(jnp.int32)
-        return plant, (pick, a[-3] > 0.0, 0.5 * (a[-1] + 1.0))
+        v = self.layout(params).decode(action)
+        sched = ("start_job", "job_select", "phase_offset")
+        plant = replace(params.control, **{k: x for k, x in v.items() if k not in sched})
+        return plant, (v["job_select"].astype(jnp.int32), v["start_job"] > 0.5,
+                       v["phase_offset"])
 
     def _pieces(self, params, state):
         return (_obs.time_pieces(params, state)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from heatsync.physics import replace
-
-from . import _obs
-from ._core import Task
+from . import observations as _obs
 from ._gym import HeatsyncEnv
-from ._spaces import box_space, decode, layout_table, smoothing_segments
+from .registry import task_spec
+from .reward import Reward
+from .spaces import smoothing_layout
+from .task import Task
 
 __all__ = ["PowerSmoothing", "PowerSmoothingEnv"]
 
@@ -15,22 +15,12 @@ __all__ = ["PowerSmoothing", "PowerSmoothingEnv"]
 class PowerSmoothing(Task):
     """Functional PowerSmoothing task (see :class:`PowerSmoothingEnv` for the tables)."""
 
-    name = "PowerSmoothing"
-    env_id = "heatsync/PowerSmoothing-v0"
-    default_scenario = "sync-swings"
-    terms = ("lost_work", "waste", "ramp", "band", "storage_wear", "unserved", "trip")
-    terminal = ("trip", "unserved")
+    spec = task_spec("PowerSmoothing")
+    reward = Reward(("lost_work", "waste", "ramp", "band", "storage_wear", "unserved", "trip"),
+                    terminal=("trip", "unserved"))
 
-    def action_space(self, params):
-        return box_space(sum(s.size for s in smoothing_segments(params.plant)))
-
-    def action_names(self, params):
-        return [name if size == 1 else f"{name}[{i}]"
-                for name, _, size, _ in layout_table(smoothing_segments(params.plant))
-                for i in range(size)]
-
-    def _decode(self, action, params):
-        return replace(params.control, **decode(action, smoothing_segments(params.plant))), None
+    def layout(self, params):
+        return smoothing_layout(params.plant)
 
     def _pieces(self, params, state):
         return (_obs.time_pieces(params, state)

@@ -3,7 +3,8 @@
 :class:`SB3VecEnv` is an SB3 ``VecEnv`` over the jitted batch of
 :class:`~heatsync.envs.vector.JaxVectorEnv`: one jitted call and one host
 transfer per batch step, NumPy out. Ended episodes are reset in the same step
-(SB3's convention): ``infos[i]["terminal_observation"]`` holds the last
+(SB3's convention; the vector env runs in ``SAME_STEP`` autoreset mode):
+``infos[i]["terminal_observation"]`` holds the last
 observation and ``infos[i]["TimeLimit.truncated"]`` is true only when the time
 limit ended the episode and no termination did.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from .vector import JaxVectorEnv
@@ -39,7 +41,8 @@ class SB3VecEnv(VecEnv):
 
     def __init__(self, task, num_envs: int, scenario=None, queue: dict | None = None,
                  info_keys: Sequence[str] | None = None, **overrides):
-        self.venv = JaxVectorEnv(task, num_envs, scenario=scenario, queue=queue, **overrides)
+        self.venv = JaxVectorEnv(task, num_envs, scenario=scenario, queue=queue,
+                                 autoreset_mode=AutoresetMode.SAME_STEP, **overrides)
         self.info_keys = None if info_keys is None else tuple(info_keys)
         self._actions = None
         super().__init__(num_envs, self.venv.single_observation_space,
@@ -76,7 +79,7 @@ class SB3VecEnv(VecEnv):
 
     def _split(self, info: dict, keys) -> list[dict]:
         """Per-env dicts from batched info; scalars become Python floats in one pass."""
-        names = [k for k in info if not k.startswith("_") and k != "final_obs"
+        names = [k for k in info if not k.startswith("_") and k not in ("final_obs", "final_state")
                  and (keys is None or k in keys)]
         scalar = [k for k in names if info[k].ndim == 1]
         arrays = [k for k in names if info[k].ndim > 1]

@@ -6,9 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 from gymnasium import spaces
 
-from . import _obs
-from ._core import Task
+from . import observations as _obs
 from ._gym import HeatsyncEnv
+from .registry import task_spec
+from .reward import Reward
+from .task import Task
 
 __all__ = ["PowerAwareScheduling", "PowerAwareSchedulingEnv"]
 
@@ -25,12 +27,9 @@ def _with_slots(task: Task, scenario, overrides: dict):
 class PowerAwareScheduling(Task):
     """Functional PowerAwareScheduling task (see :class:`PowerAwareSchedulingEnv`)."""
 
-    name = "PowerAwareScheduling"
-    env_id = "heatsync/PowerAwareScheduling-v0"
-    default_scenario = "default"
-    terms = ("work_value", "energy_cost", "carbon", "demand", "throttle", "deadline", "trip",
-             "hazard")
-    terminal = ("trip", "hazard")
+    spec = task_spec("PowerAwareScheduling")
+    reward = Reward(("work_value", "energy_cost", "carbon", "demand", "throttle", "deadline",
+                     "trip", "hazard"), terminal=("trip", "hazard"))
     has_queue = True
 
     def load(self, scenario=None, **overrides):

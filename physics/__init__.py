@@ -3,32 +3,56 @@
 Nothing here imports Gymnasium, the envs or the agents.
 """
 
-from . import cdu, coldplate, cryo, gpu, grid, rejection, ultracap, ups, workload
-from ._pytree import replace
+from . import cdu, coldplate, cryo, gpu, grid, rejection, ultracap, units, ups, workload
+from ._pytree import field_info, param, pytree_dataclass, replace, static
 from .calibrate import CalibrationError, CalibrationResult, calibrate, fittable_params
 from .exogenous import FAULT_KINDS, Exogenous, ExoParams, exogenous_at
+from .kpis import (
+    KPI_DOC,
+    add_interval,
+    band_share_fft,
+    compute_kpis,
+    empty_totals,
+    kpis_from_totals,
+    take_row,
+    totals_of_series,
+)
 from .plant import (
+    DEFAULT_SUPPLY_SETPOINT_C,
     OUTPUTS,
     Action,
     Params,
     State,
+    actuator_ranges,
     clip_action,
     default_action,
     init_state,
+    rack_max_w,
     step,
     stored_energy_j,
     stored_heat_j,
 )
-from .scenario import REWARD_KEYS, Scenario, ScenarioError, list_scenarios, load_scenario
-from .simulate import KPI_DOC, SERIES_STATE, SimResult, compute_kpis, rollout, simulate
+from .scenario import (
+    Scenario,
+    ScenarioError,
+    check_number,
+    deep_merge,
+    list_scenarios,
+    load_scenario,
+    register_section,
+)
+from .simulate import SERIES_STATE, SimResult, rollout, simulate
 from .trace import TraceError, load_trace
 
 __all__ = [
-    "Action", "CalibrationError", "CalibrationResult", "Exogenous", "ExoParams", "FAULT_KINDS",
-    "KPI_DOC", "OUTPUTS", "Params", "REWARD_KEYS", "SERIES_STATE", "Scenario", "ScenarioError",
-    "SimResult", "State", "TraceError", "calibrate", "cdu", "clip_action", "coldplate",
-    "compute_kpis", "cryo", "default_action", "exogenous_at", "fittable_params", "gpu", "grid",
-    "init_state", "list_scenarios", "load_scenario", "load_trace", "rejection", "replace",
-    "rollout", "simulate", "step", "stored_energy_j", "stored_heat_j", "ultracap", "ups",
-    "workload",
+    "Action", "CalibrationError", "CalibrationResult", "DEFAULT_SUPPLY_SETPOINT_C", "Exogenous",
+    "ExoParams", "FAULT_KINDS", "KPI_DOC", "OUTPUTS", "Params", "SERIES_STATE", "Scenario",
+    "ScenarioError", "SimResult", "State", "TraceError", "actuator_ranges", "add_interval",
+    "band_share_fft", "calibrate", "cdu", "check_number", "clip_action", "coldplate",
+    "compute_kpis", "cryo", "deep_merge", "default_action", "empty_totals", "exogenous_at",
+    "field_info", "fittable_params", "gpu", "grid", "init_state", "kpis_from_totals", "list_scenarios",
+    "param", "pytree_dataclass", "static",
+    "load_scenario", "load_trace", "rack_max_w", "register_section", "rejection", "replace",
+    "rollout", "simulate", "step", "stored_energy_j", "stored_heat_j", "take_row",
+    "totals_of_series", "ultracap", "units", "ups", "workload",
 ]

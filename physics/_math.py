@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-CELSIUS_TO_KELVIN = 273.15  # K, definition
-SECONDS_PER_HOUR = 3600.0
-J_PER_KWH = 3.6e6
 
 
 def phi1(x: jnp.ndarray) -> jnp.ndarray:

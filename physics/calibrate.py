@@ -587,7 +587,7 @@ def calibrate(
     m = np.stack([meas[s] for s in series])
     model = dict(
         params=p0, exo=sc.exo, jobs=sc.jobs,
-        setpoint_c=jnp.asarray(float(sc.config["control"].get("supply_setpoint_c", 32.0)), f),
+        setpoint_c=jnp.asarray(float(sc.control.supply_setpoint_c), f),
         key=jax.random.PRNGKey(seed), actions=acts,
         lo=jnp.asarray(lo, f), hi=jnp.asarray(hi, f), log=jnp.asarray(logscale))
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ._math import CELSIUS_TO_KELVIN
+from .units import CELSIUS_TO_KELVIN, SECONDS_PER_HOUR
 from ._pytree import param, pytree_dataclass, replace
 
 __all__ = ["Ln2Params", "Ln2State", "init_ln2", "heat_per_kg", "exchange", "oxygen", "tank"]
@@ -97,7 +97,7 @@ def exchange(lp: Ln2Params, tank_kg, q_wanted_w, valve, t_sup_c, h_s):
 def oxygen(lp: Ln2Params, o2_frac, gas_kg_indoors, h_s):
     """Room oxygen fraction after ``gas_kg_indoors`` of N2 entered over ``h_s``."""
     v_gas = gas_kg_indoors / lp.density_kg_m3 * lp.expansion  # m3 at room conditions
-    k_vent = lp.air_changes_per_h / 3600.0
+    k_vent = lp.air_changes_per_h / SECONDS_PER_HOUR
     k_in = v_gas / h_s / lp.room_volume_m3
     k = k_vent + k_in
     x_eq = k_vent * O2_AMBIENT / k

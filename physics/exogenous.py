@@ -30,8 +30,9 @@ import jax
 import jax.numpy as jnp
 
 from ._pytree import param, pytree_dataclass
+from .units import SECONDS_PER_HOUR
 
-__all__ = ["FAULT_KINDS", "ExoParams", "Exogenous", "exogenous_at"]
+__all__ = ["FAULT_KINDS", "ExoParams", "Exogenous", "exogenous_at", "hour_of_day"]
 
 FAULT_KINDS = ("chiller-trip", "pump-failure", "grid-outage", "heat-wave", "vent-failure",
                "sync-start")
@@ -123,11 +124,16 @@ def _active(xp: ExoParams, kind: int, t_s):
     return on
 
 
+def hour_of_day(xp: ExoParams, t_s):
+    """Hour of the day (0-24) at simulated time ``t_s``."""
+    return jnp.mod(xp.start_hour + t_s / SECONDS_PER_HOUR, 24.0)
+
+
 def exogenous_at(xp: ExoParams, key, t_s, dt_s) -> Exogenous:
     """Exogenous inputs for the control interval ``[t_s, t_s + dt_s)``."""
     f = jnp.result_type(float)
     t_s = jnp.asarray(t_s, f)
-    hour = jnp.mod(xp.start_hour + t_s / 3600.0, 24.0)
+    hour = hour_of_day(xp, t_s)
     two_pi = 2.0 * jnp.pi
     amb = (xp.ambient_mean_c + xp.ambient_amp_c * jnp.cos(two_pi * (hour - xp.ambient_peak_hour)
                                                           / 24.0)

@@ -26,10 +26,10 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from ._pytree import param, pytree_dataclass, replace
+from .units import SECONDS_PER_MONTH, W_PER_KW
 
 __all__ = ["GridParams", "GridState", "init_grid", "update_quality", "close_demand_block",
-           "band_share", "band_rms_w",
-           "peak_demand_w"]
+           "band_share", "band_rms_w", "peak_demand_w", "demand_charge_usd"]
 
 
 @pytree_dataclass
@@ -128,3 +128,9 @@ def peak_demand_w(gs: GridState):
     """Largest block mean, counting the open block when no block has closed yet."""
     open_mean = gs.block_j / jnp.maximum(gs.block_s, 1e-12)
     return jnp.where(gs.peak_block_w > 0, gs.peak_block_w, open_mean)
+
+
+def demand_charge_usd(gp: GridParams, peak_w, duration_s):
+    """Demand charge of a peak draw ``peak_w`` (W) over ``duration_s``: the monthly
+    charge per kW, prorated over a 30-day month (USD)."""
+    return peak_w / W_PER_KW * gp.demand_charge_usd_per_kw_month * duration_s / SECONDS_PER_MONTH

@@ -47,9 +47,15 @@ from . import ups as _ups
 from . import workload as _wl
 from ._pytree import param, pytree_dataclass, replace, static
 from .exogenous import Exogenous
+from .units import J_PER_KWH, L_PER_M3
 
 __all__ = ["Params", "State", "Action", "OUTPUTS", "init_state", "default_action", "step",
-           "clip_action", "stored_energy_j", "stored_heat_j"]
+           "clip_action", "actuator_ranges", "stored_energy_j", "stored_heat_j", "rack_max_w",
+           "DEFAULT_SUPPLY_SETPOINT_C"]
+
+#: coolant supply setpoint of the fixed controls and of a plant at rest (Blackwell W32
+#: liquid-cooling class, PHYSICS.md "supply temperature")
+DEFAULT_SUPPLY_SETPOINT_C = 32.0
 
 
 def _sub(cls):
@@ -131,7 +137,7 @@ def rack_max_w(p: Params):
 
 def default_action(p: Params, **overrides) -> Action:
     """Fixed setpoints that do nothing clever: no cap, no floor, no ramp limit,
-    storage idle, pump at 80 %, supply at 32 degC (W32), LN2 closed."""
+    storage idle, pump at 80 %, supply at :data:`DEFAULT_SUPPLY_SETPOINT_C`, LN2 closed."""
     f = jnp.result_type(float)
     r = jnp.ones((p.n_racks,), f)
     a = Action(
@@ -144,7 +150,7 @@ def default_action(p: Params, **overrides) -> Action:
         ups_target_w=jnp.asarray(0.0, f),
         ups_gain=jnp.asarray(0.0, f),
         pump_speed=jnp.asarray(0.8, f),
-        supply_setpoint_c=jnp.asarray(32.0, f),
+        supply_setpoint_c=jnp.asarray(DEFAULT_SUPPLY_SETPOINT_C, f),
         ln2_valve=jnp.asarray(0.0, f),
         ln2_order=jnp.asarray(0.0, f),
     )
@@ -154,27 +160,35 @@ def default_action(p: Params, **overrides) -> Action:
     return a
 
 
-def clip_action(p: Params, a: Action) -> Action:
-    """Clip every actuator into its physical range."""
+def actuator_ranges(p: Params) -> dict:
+    """The physical range ``(lo, hi)`` of every :class:`Action` field (the one
+    declaration that clipping, scenario checks and the envs' action spaces read;
+    per-rack bounds may be arrays of shape (R,))."""
     g = p.gpu
-    return Action(
-        gpu_cap_w=jnp.clip(a.gpu_cap_w, g.cap_min_w, g.p_max_w),
-        gpu_floor_frac=jnp.clip(a.gpu_floor_frac, 0.0, g.floor_max_frac),
-        ramp_up_w_per_s=jnp.clip(a.ramp_up_w_per_s, g.ramp_min_w_per_s, g.ramp_max_w_per_s),
-        ramp_down_w_per_s=jnp.clip(a.ramp_down_w_per_s, g.ramp_min_w_per_s, g.ramp_max_w_per_s),
-        uc_target_w=jnp.clip(a.uc_target_w, 0.0, rack_max_w(p) * 1.5),
-        uc_gain=jnp.clip(a.uc_gain, 0.0, 1.0),
-        ups_target_w=jnp.clip(a.ups_target_w, 0.0, p.grid.contract_limit_w),
-        ups_gain=jnp.clip(a.ups_gain, 0.0, 1.0),
-        pump_speed=jnp.clip(a.pump_speed, p.cdu.pump_speed_min, 1.0),
-        supply_setpoint_c=jnp.clip(a.supply_setpoint_c, p.cdu.setpoint_min_c,
-                                   p.cdu.setpoint_max_c),
-        ln2_valve=jnp.clip(a.ln2_valve, 0.0, 1.0),
-        ln2_order=jnp.clip(a.ln2_order, 0.0, 1.0),
-    )
+    return {
+        "gpu_cap_w": (g.cap_min_w, g.p_max_w),
+        "gpu_floor_frac": (0.0, g.floor_max_frac),
+        "ramp_up_w_per_s": (g.ramp_min_w_per_s, g.ramp_max_w_per_s),
+        "ramp_down_w_per_s": (g.ramp_min_w_per_s, g.ramp_max_w_per_s),
+        "uc_target_w": (0.0, 1.5 * rack_max_w(p)),
+        "uc_gain": (0.0, 1.0),
+        "ups_target_w": (0.0, p.grid.contract_limit_w),
+        "ups_gain": (0.0, 1.0),
+        "pump_speed": (p.cdu.pump_speed_min, 1.0),
+        "supply_setpoint_c": (p.cdu.setpoint_min_c, p.cdu.setpoint_max_c),
+        "ln2_valve": (0.0, 1.0),
+        "ln2_order": (0.0, 1.0),
+    }
 
 
-def init_state(p: Params, work: _wl.WorkloadState, setpoint_c=32.0) -> State:
+def clip_action(p: Params, a: Action) -> Action:
+    """Clip every actuator into its physical range (:func:`actuator_ranges`)."""
+    return Action(**{k: jnp.clip(getattr(a, k), lo, hi)
+                     for k, (lo, hi) in actuator_ranges(p).items()})
+
+
+def init_state(p: Params, work: _wl.WorkloadState,
+               setpoint_c=DEFAULT_SUPPLY_SETPOINT_C) -> State:
     """Plant at rest: racks idle, loop at the supply setpoint, storage at its initial charge."""
     f = jnp.result_type(float)
     r = jnp.ones((p.n_racks,), f)
@@ -405,7 +419,7 @@ def _substep(p: Params, a: Action, exo: Exogenous, prev_uc, prev_ups, s: State, 
         new = replace(
             s, work=ws, p_gpu_w=p_gpu, trip_s=trip_s, uc_e_j=uc_e, ups=ups_state,
             grid=gs, t_junction_c=t_j, t_rack_c=t_c, t_supply_c=t_sup, t_fw_c=t_fw, ln2=ln2_state)
-        kwh = h / 3.6e6
+        kwh = h / J_PER_KWH
         out = {
             "e_grid_j": p_grid * h,
             "e_gen_j": p_gen * h,
@@ -446,10 +460,10 @@ def _substep(p: Params, a: Action, exo: Exogenous, prev_uc, prev_ups, s: State, 
             "served_min_frac": served,
             "cost_energy_usd": (p_grid * exo.price_usd_per_kwh
                                 + p_gen * p.grid.gen_cost_usd_per_kwh) * kwh,
-            "cost_ln2_usd": bought / lp.density_kg_m3 * 1000.0 * lp.price_usd_per_l,
+            "cost_ln2_usd": bought / lp.density_kg_m3 * L_PER_M3 * lp.price_usd_per_l,
             "cost_water_usd": water * p.rejection.water_usd_per_l,
             "carbon_kg": (p_grid * exo.carbon_g_per_kwh + p_gen * p.grid.gen_carbon_g_per_kwh)
-            * kwh / 1000.0,
+            * kwh / 1000.0,  # g -> kg
             "uc_throughput_j": jnp.sum(jnp.abs(p_uc)) * h,
             "ups_throughput_j": jnp.abs(p_b) * h,
             "p_grid_w": p_grid,

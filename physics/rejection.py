@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ._math import CELSIUS_TO_KELVIN
+from .units import CELSIUS_TO_KELVIN, J_PER_KWH
 from ._pytree import param, pytree_dataclass
 
 __all__ = ["RejectionParams", "chiller_cop", "reject"]
@@ -80,5 +80,5 @@ def reject(rp: RejectionParams, t_fw_c, q_hx_w, t_fw_set_c, t_ambient_c, chiller
     p_ch = q_ch / chiller_cop(rp, t_fw_c, t_ambient_c)
     p_dry = rp.dry_fan_frac * q_dry
     t_fw = t_fw_c + h_s * (q_hx_w - q_dry - q_ch) / rp.c_fw_j_per_k
-    water = rp.water_l_per_kwh * (q_ch + p_ch) * h_s / 3.6e6
+    water = rp.water_l_per_kwh * (q_ch + p_ch) * h_s / J_PER_KWH
     return t_fw, q_dry, q_ch, p_dry, p_ch, water

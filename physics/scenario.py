@@ -11,13 +11,16 @@ A scenario file has these top-level sections (all optional but ``name``)::
     faults: [{kind: chiller-trip, start_s: 3600, duration_s: 1800, magnitude: 1}]
     deliveries: [{t_s: 7200, kg: 5000}]
     control: {pump_speed: 0.8, supply_setpoint_c: 32, ...}   # fixed setpoints
-    episode: {steps: 3600}
-    reward: {energy_cost: 1.0, ...}                           # env reward weights
 
 Every key is checked against the declared fields (their ranges and units come
 from the ``param`` declarations, whose sources are in PHYSICS.md). Errors are
 :class:`ScenarioError` naming the dotted field, the value and what is allowed,
 raised before any JAX tracing.
+
+Other layers own further sections and register their validators with
+:func:`register_section` (the envs register ``episode`` and ``reward``); the
+validated values are in :attr:`Scenario.sections`. A section that no layer
+registered is an error like any unknown key.
 """
 
 from __future__ import annotations
@@ -38,27 +41,39 @@ from ._pytree import field_info
 from .exogenous import FAULT_KINDS, TRACE_COLUMNS, ExoParams
 from .trace import TraceError, load_trace
 
-__all__ = ["Scenario", "ScenarioError", "load_scenario", "list_scenarios", "REWARD_KEYS"]
+__all__ = ["Scenario", "ScenarioError", "load_scenario", "list_scenarios", "register_section",
+           "deep_merge", "check_number"]
 
+#: the sections physics reads itself
 SECTIONS = ("name", "description", "extends", "plant", "exogenous", "jobs", "faults",
-            "deliveries", "control", "episode", "reward")
+            "deliveries", "control")
 FAULT_MAGNITUDE = {
     "chiller-trip": (0.0, 1.0), "pump-failure": (0.0, 1.0), "grid-outage": (0.0, 1.0),
     "heat-wave": (0.0, 30.0), "vent-failure": (0.0, 1.0), "sync-start": (1.0, 2.0),
 }
-#: reward weights an env may use (each multiplies a cost term; see the env docstrings)
-REWARD_KEYS = {
-    "energy_cost": 1.0, "demand": 1.0, "carbon": 0.0, "lost_work": 1.0, "waste": 1.0,
-    "ramp": 1.0, "band": 1.0, "storage_wear": 1.0, "throttle": 1.0, "overcool": 1.0,
-    "ln2": 1.0, "water": 1.0, "trip": 1.0, "hazard": 1.0, "work_value": 1.0,
-    "deadline": 1.0, "unserved": 1.0,
-}
-EPISODE_KEYS = {"steps": (1, 10_000_000)}
 CONTROL_KEYS = tuple(f.name for f in dataclasses.fields(_plant.Action))
 
 
 class ScenarioError(ValueError):
     """An invalid scenario: names the field, the value and what is allowed."""
+
+
+#: section name -> validator(value or None, path) -> validated value (registered by other layers)
+_EXTRA_SECTIONS: dict = {}
+
+
+def register_section(name: str, validate) -> None:
+    """Let a layer above physics own a scenario section.
+
+    **Arguments**: the section's top-level key and ``validate(value, error)``, called
+    with the section's value (``None`` when the scenario has none) and a function
+    ``error(path, message) -> ScenarioError`` for its own errors; what it returns is
+    kept in :attr:`Scenario.sections` under ``name``. Registering a name twice keeps
+    the last validator (module reloads).
+    """
+    if name in SECTIONS:
+        raise ValueError(f"section {name!r} belongs to physics")
+    _EXTRA_SECTIONS[name] = validate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,8 +82,9 @@ class Scenario:
 
     Attributes: ``name``, ``description``, ``params`` (:class:`Params`),
     ``exo`` (:class:`ExoParams`), ``jobs`` (initial :class:`WorkloadState`),
-    ``control`` (fixed-setpoint :class:`Action`), ``episode_steps``,
-    ``reward`` (weights), ``config`` (the resolved YAML as a dict).
+    ``control`` (fixed-setpoint :class:`Action`), ``sections`` (the validated
+    values of the sections other layers registered, by name), ``config`` (the
+    resolved YAML as a dict).
     """
 
     name: str
@@ -77,15 +93,13 @@ class Scenario:
     exo: ExoParams
     jobs: _wl.WorkloadState
     control: _plant.Action
-    episode_steps: int
-    reward: dict
+    sections: dict
     config: dict
 
     def init_state(self) -> _plant.State:
         """Initial plant state (racks idle, loop at the control setpoint)."""
         return _plant.init_state(self.params, self.jobs,
-                                 setpoint_c=float(self.config["control"].get(
-                                     "supply_setpoint_c", 32.0)))
+                                 setpoint_c=float(self.control.supply_setpoint_c))
 
 
 def _err(path: str, msg: str) -> ScenarioError:
@@ -96,7 +110,9 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _check_number(path, v, lo, hi, integer=False):
+def check_number(path, v, lo, hi, integer=False):
+    """``v`` if it is a finite number (an integer if asked) in ``[lo, hi]``, else a
+    :class:`ScenarioError` naming ``path``, the value and the range (``None``: open)."""
     if integer:
         if not isinstance(v, int) or isinstance(v, bool):
             raise _err(path, f"expected an integer in [{lo}, {hi}], got {v!r}")
@@ -134,10 +150,10 @@ def _build_dataclass(cls, values: dict, path: str, n_racks: int):
             if len(v) != n_racks:
                 raise _err(p, f"per-rack list has {len(v)} values, expected n_racks = {n_racks}")
             for i, x in enumerate(v):
-                _check_number(f"{p}[{i}]", x, lo, hi)
+                check_number(f"{p}[{i}]", x, lo, hi)
             kwargs[key] = np.asarray(v, dtype=float)
         else:
-            kwargs[key] = _check_number(p, v, lo, hi, integer=f.metadata.get("static", False))
+            kwargs[key] = check_number(p, v, lo, hi, integer=f.metadata.get("static", False))
             if not f.metadata.get("static", False):
                 kwargs[key] = float(v)
     return cls(**kwargs)
@@ -173,11 +189,13 @@ def _cross_check(p: _plant.Params):
                                   f"to at least {math.ceil(p.dt_s)}")
 
 
-def _deep_merge(base: dict, over: dict) -> dict:
+def deep_merge(base: dict, over: dict) -> dict:
+    """``base`` with ``over`` merged in: nested mappings merge key by key, anything else
+    in ``over`` replaces; both inputs are left unchanged (deep copies)."""
     out = copy.deepcopy(base)
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
+            out[k] = deep_merge(out[k], v)
         else:
             out[k] = copy.deepcopy(v)
     return out
@@ -220,7 +238,7 @@ def _read(name_or_path, seen=()) -> tuple[dict, Path | None]:
         base, _ = _read(parent, seen + (s,))
         base.pop("name", None)
         base.pop("description", None)
-        cfg = _deep_merge(base, {k: v for k, v in cfg.items() if k != "extends"})
+        cfg = deep_merge(base, {k: v for k, v in cfg.items() if k != "extends"})
     return cfg, path
 
 
@@ -232,7 +250,7 @@ def _overrides_to_dict(overrides: dict) -> dict:
         for p in parts[:-1]:
             d = d.setdefault(p, {})
         if isinstance(v, dict) and isinstance(d.get(parts[-1]), dict):
-            d[parts[-1]] = _deep_merge(d[parts[-1]], v)
+            d[parts[-1]] = deep_merge(d[parts[-1]], v)
         else:
             d[parts[-1]] = v
     return out
@@ -253,20 +271,21 @@ def load_scenario(name_or_path="default", **overrides: Any) -> Scenario:
         cfg, path = copy.deepcopy(name_or_path.config), None
     else:
         cfg, path = _read(name_or_path)
-    cfg = _deep_merge(cfg, _overrides_to_dict(overrides))
+    cfg = deep_merge(cfg, _overrides_to_dict(overrides))
     return _build(cfg, path)
 
 
 def _build(cfg: dict, path: Path | None) -> Scenario:
+    known = (*SECTIONS, *_EXTRA_SECTIONS)
     for k in cfg:
-        if k not in SECTIONS:
-            raise _err(k, f"unknown section; allowed: {', '.join(SECTIONS)}")
+        if k not in known:
+            raise _err(k, f"unknown section; allowed: {', '.join(known)}")
     name = cfg.get("name", path.stem if path else "custom")
     if not isinstance(name, str):
         raise _err("name", f"expected a string, got {name!r}")
     plant_cfg = dict(cfg.get("plant") or {})
     n_racks = plant_cfg.get("n_racks", 8)
-    _check_number("plant.n_racks", n_racks, 1, 100000, integer=True)
+    check_number("plant.n_racks", n_racks, 1, 100000, integer=True)
     jobs_cfg = cfg.get("jobs")
     if jobs_cfg is None:
         jobs_cfg = [{"racks": "all"}]
@@ -280,28 +299,13 @@ def _build(cfg: dict, path: Path | None) -> Scenario:
     jobs, starts, stops = _build_jobs(jobs_cfg, params)
     exo = _build_exo(cfg, params, starts, stops, path)
     control = _build_control(cfg.get("control") or {}, params)
-    episode = cfg.get("episode") or {}
-    if not isinstance(episode, dict):
-        raise _err("episode", "expected a mapping")
-    for k, v in episode.items():
-        if k not in EPISODE_KEYS:
-            raise _err(f"episode.{k}", f"unknown key; allowed: {', '.join(EPISODE_KEYS)}")
-        _check_number(f"episode.{k}", v, *EPISODE_KEYS[k], integer=True)
-    reward = dict(REWARD_KEYS)
-    rcfg = cfg.get("reward") or {}
-    if not isinstance(rcfg, dict):
-        raise _err("reward", "expected a mapping of weights")
-    for k, v in rcfg.items():
-        if k not in REWARD_KEYS:
-            raise _err(f"reward.{k}", f"unknown weight; allowed: {', '.join(REWARD_KEYS)}")
-        reward[k] = float(_check_number(f"reward.{k}", v, 0.0, 1e9))
+    sections = {k: validate(cfg.get(k), _err) for k, validate in _EXTRA_SECTIONS.items()}
     resolved = copy.deepcopy(cfg)
     resolved["name"] = name
     resolved.setdefault("control", {})
     return Scenario(
         name=name, description=str(cfg.get("description", "")), params=params, exo=exo,
-        jobs=jobs, control=control, episode_steps=int(episode.get("steps", 3600)),
-        reward=reward, config=resolved,
+        jobs=jobs, control=control, sections=sections, config=resolved,
     )
 
 
@@ -325,17 +329,17 @@ def _build_jobs(jobs_cfg, p: _plant.Params):
                     raise _err(kp, f"expected 'all' or a non-empty list of rack indices in "
                                    f"[0, {R - 1}]")
                 for r in racks:
-                    _check_number(kp, r, 0, R - 1, integer=True)
+                    check_number(kp, r, 0, R - 1, integer=True)
                     if rack_job[r] >= 0:
                         raise _err(kp, f"rack {r} already runs jobs[{rack_job[r]}]")
                     rack_job[r] = j
             elif k == "start_s":
-                starts[j] = _check_number(kp, v, 0.0, 1e9)
+                starts[j] = check_number(kp, v, 0.0, 1e9)
             elif k == "stop_s":
-                stops[j] = np.inf if v is None else _check_number(kp, v, 0.0, 1e9)
+                stops[j] = np.inf if v is None else check_number(kp, v, 0.0, 1e9)
             elif k in spec_info:
                 f = spec_info[k]
-                values[k][j] = _check_number(kp, v, f.metadata["lo"], f.metadata["hi"])
+                values[k][j] = check_number(kp, v, f.metadata["lo"], f.metadata["hi"])
             else:
                 allowed = ["racks", "start_s", "stop_s", *spec_info]
                 raise _err(kp, f"unknown key; allowed: {', '.join(allowed)}")
@@ -381,10 +385,10 @@ def _build_exo(cfg, p, starts, stops, path):
             raise _err(f"{fp}.kind", f"{k!r} is not a fault kind; allowed: "
                                      f"{', '.join(FAULT_KINDS)}")
         kind.append(FAULT_KINDS.index(k))
-        start.append(_check_number(f"{fp}.start_s", fcfg.get("start_s", 0.0), 0.0, 1e9))
-        dur.append(_check_number(f"{fp}.duration_s", fcfg.get("duration_s", 3600.0), 1e-3, 1e9))
+        start.append(check_number(f"{fp}.start_s", fcfg.get("start_s", 0.0), 0.0, 1e9))
+        dur.append(check_number(f"{fp}.duration_s", fcfg.get("duration_s", 3600.0), 1e-3, 1e9))
         lo, hi = FAULT_MAGNITUDE[k]
-        mag.append(_check_number(f"{fp}.magnitude", fcfg.get("magnitude", hi), lo, hi))
+        mag.append(check_number(f"{fp}.magnitude", fcfg.get("magnitude", hi), lo, hi))
     dels = cfg.get("deliveries") or []
     if not isinstance(dels, list):
         raise _err("deliveries", "expected a list")
@@ -393,8 +397,8 @@ def _build_exo(cfg, p, starts, stops, path):
         dp = f"deliveries[{i}]"
         if not isinstance(d, dict) or set(d) - {"t_s", "kg"}:
             raise _err(dp, "expected a mapping with keys t_s, kg")
-        dt.append(_check_number(f"{dp}.t_s", d.get("t_s"), 0.0, 1e9))
-        dkg.append(_check_number(f"{dp}.kg", d.get("kg"), 0.0, 1e7))
+        dt.append(check_number(f"{dp}.t_s", d.get("t_s"), 0.0, 1e9))
+        dkg.append(check_number(f"{dp}.kg", d.get("kg"), 0.0, 1e7))
     if trace_path is not None:
         tp = Path(trace_path)
         if not tp.is_absolute() and path is not None:
@@ -417,13 +421,11 @@ def _build_exo(cfg, p, starts, stops, path):
     )
 
 
-CONTROL_RANGES_DOC = "see heatsync.physics.plant.Action"
-
-
 def _build_control(ccfg: dict, p: _plant.Params) -> _plant.Action:
     if not isinstance(ccfg, dict):
         raise _err("control", "expected a mapping of fixed setpoints")
-    lim = _control_limits(p)
+    lim = {k: (float(np.min(lo)), float(np.max(hi)))
+           for k, (lo, hi) in _plant.actuator_ranges(p).items()}
     vals = {}
     for k, v in ccfg.items():
         if k not in CONTROL_KEYS:
@@ -434,27 +436,8 @@ def _build_control(ccfg: dict, p: _plant.Params) -> _plant.Action:
                 raise _err(f"control.{k}", f"per-rack list has {len(v)} values, expected "
                                            f"{p.n_racks}")
             for i, x in enumerate(v):
-                _check_number(f"control.{k}[{i}]", x, lo, hi)
+                check_number(f"control.{k}[{i}]", x, lo, hi)
         else:
-            _check_number(f"control.{k}", v, lo, hi)
+            check_number(f"control.{k}", v, lo, hi)
         vals[k] = v
     return _plant.default_action(p, **vals)
-
-
-def _control_limits(p: _plant.Params) -> dict:
-    g = p.gpu
-    rack_max = float(np.max(np.asarray(g.n_gpu) * g.p_max_w + np.asarray(g.p_other_w)))
-    return {
-        "gpu_cap_w": (g.cap_min_w, g.p_max_w),
-        "gpu_floor_frac": (0.0, g.floor_max_frac),
-        "ramp_up_w_per_s": (g.ramp_min_w_per_s, g.ramp_max_w_per_s),
-        "ramp_down_w_per_s": (g.ramp_min_w_per_s, g.ramp_max_w_per_s),
-        "uc_target_w": (0.0, 1.5 * rack_max),
-        "uc_gain": (0.0, 1.0),
-        "ups_target_w": (0.0, p.grid.contract_limit_w),
-        "ups_gain": (0.0, 1.0),
-        "pump_speed": (p.cdu.pump_speed_min, 1.0),
-        "supply_setpoint_c": (p.cdu.setpoint_min_c, p.cdu.setpoint_max_c),
-        "ln2_valve": (0.0, 1.0),
-        "ln2_order": (0.0, 1.0),
-    }

@@ -64,7 +64,7 @@ def build(scenario: str, steps: int):
     """
     sc = load_scenario(scenario)
     p0, key = sc.params, jax.random.PRNGKey(0)
-    setpoint0 = float(sc.config["control"].get("supply_setpoint_c", 32.0))
+    setpoint0 = float(sc.control.supply_setpoint_c)
     held = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (steps,) + jnp.shape(x)),
                                   sc.control)
 

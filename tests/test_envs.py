@@ -212,7 +212,7 @@ def test_flat__buffers_round_trip_every_leaf_and_key_the_compile_cache():
     host or in a jit gives the same buffers, unpacking gives every leaf back with its
     dtype (the uint32 key bits and int32 placements exactly), batched or not, and
     specs of equal structure are equal static keys while another task's is not."""
-    from heatsync.envs._core import flat_specs
+    from heatsync.envs.drive import flat_specs
 
     task = make_task("PowerAwareScheduling")
     params = task.make_params(episode__steps=5)

@@ -26,15 +26,66 @@ def _assert_close(a, b):
     np.testing.assert_allclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float), **TOL)
 
 
-@pytest.mark.parametrize("env_id", IDS)
-def test_vector__equals_single_envs_stepped_with_the_same_seeds(env_id):
-    venv = JaxVectorEnv(env_id, N, episode__steps=5)
-    singles = [gymnasium.make(env_id, episode__steps=5).unwrapped for _ in range(N)]
-    vobs, vinfo = venv.reset(seed=20)
+def _singles(env_id, steps=5):
+    return [gymnasium.make(env_id, episode__steps=steps).unwrapped for _ in range(N)]
+
+
+def _reset_both(venv, singles, seed):
+    vobs, vinfo = venv.reset(seed=seed)
     for i, env in enumerate(singles):
-        obs, info = env.reset(seed=20 + i)
+        obs, info = env.reset(seed=seed + i)
         _assert_close(vobs[i], obs)
         _assert_close(vinfo["t_supply_c"][i], info["t_supply_c"])
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_vector__next_step_equals_single_envs_across_an_episode_boundary(env_id):
+    """NEXT_STEP (the default): the ending step returns the last obs; the next call
+    resets that env (reset obs, reward 0, no flags, action ignored) exactly as a single
+    env reset after the end; info["final_state"] is the ended episode's last state."""
+    venv = JaxVectorEnv(env_id, N, episode__steps=5)
+    assert venv.metadata["autoreset_mode"] is AutoresetMode.NEXT_STEP
+    singles = _singles(env_id)
+    _reset_both(venv, singles, 20)
+    space = venv.single_action_space
+    space.seed(3)
+    term_name = "reward_" + make_task(env_id).terms[0]
+    pending = np.zeros(N, bool)
+    ended = resets = 0
+    for _ in range(8):  # crosses the end of the 5-step episodes
+        actions = np.stack([space.sample() for _ in range(N)])
+        vobs, vrew, vterm, vtrunc, vinfo = venv.step(actions)
+        for i, env in enumerate(singles):
+            if pending[i]:
+                obs, info = env.reset()  # continues the key chain as the batch does
+                resets += 1
+                _assert_close(vobs[i], obs)
+                assert vrew[i] == 0.0 and not vterm[i] and not vtrunc[i]
+                _assert_close(vinfo["t_s"][i], info["t_s"])
+                assert vinfo["_t_s"][i] and not vinfo[f"_{term_name}"][i]
+                continue
+            obs, rew, term, trunc, info = env.step(actions[i])
+            assert (vterm[i], vtrunc[i]) == (term, trunc)
+            assert vrew[i] == pytest.approx(rew, rel=1e-5, abs=1e-6)
+            _assert_close(vinfo[term_name][i], info[term_name])
+            _assert_close(vobs[i], obs)
+            if term or trunc:
+                ended += 1
+                assert vinfo["_final_state"][i]
+                final = venv.final_states(vinfo).plant
+                _assert_close(final.t_s[i], env.state.plant.t_s)
+                _assert_close(final.t_supply_c[i], env.state.plant.t_supply_c)
+        pending = vterm | vtrunc
+        assert "final_obs" not in vinfo
+    assert ended >= N and resets >= N
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_vector__same_step_equals_single_envs_stepped_with_the_same_seeds(env_id):
+    venv = JaxVectorEnv(env_id, N, episode__steps=5, autoreset_mode=AutoresetMode.SAME_STEP)
+    assert venv.metadata["autoreset_mode"] is AutoresetMode.SAME_STEP
+    singles = _singles(env_id)
+    _reset_both(venv, singles, 20)
     space = venv.single_action_space
     space.seed(3)
     ended = 0
@@ -51,18 +102,118 @@ def test_vector__equals_single_envs_stepped_with_the_same_seeds(env_id):
             if term or trunc:  # same-step autoreset: the last obs is kept in info
                 ended += 1
                 _assert_close(vinfo["final_obs"][i], obs)
+                _assert_close(venv.final_states(vinfo).plant.t_s[i], env.state.plant.t_s)
                 obs, _ = env.reset()  # continues the key chain as the batch does
             _assert_close(vobs[i], obs)
     assert ended >= N
 
 
-def test_vector__make_vec_uses_the_jitted_batch_in_same_step_mode():
+def test_vector__disabled_mode_never_resets_and_reset_mask_resets_only_those_envs():
+    env_id = "heatsync/CoolingDispatch-v0"
+    venv = JaxVectorEnv(env_id, N, episode__steps=3, autoreset_mode="Disabled")
+    assert venv.metadata["autoreset_mode"] is AutoresetMode.DISABLED
+    singles = _singles(env_id, steps=3)
+    _reset_both(venv, singles, 7)
+    a = np.zeros((N, 4), np.float32)
+    for t in range(3):
+        vobs, _, _, vtrunc, _ = venv.step(a)
+        for i, env in enumerate(singles):
+            obs, _, _, trunc, _ = env.step(a[i])
+            _assert_close(vobs[i], obs)
+    assert vtrunc.all()
+    t_end = venv.states.plant.t_s.copy()
+    mask = np.array([True, False, True, False])
+    vobs, vinfo = venv.reset(options={"reset_mask": mask})
+    np.testing.assert_array_equal(venv.states.plant.t_s[~mask], t_end[~mask])
+    assert (venv.states.plant.t_s[mask] == 0.0).all()
+    for i in np.flatnonzero(mask):
+        obs, _ = singles[i].reset()
+        _assert_close(vobs[i], obs)
+    for i in np.flatnonzero(~mask):
+        _assert_close(vinfo["t_s"][i], t_end[i])
+    with pytest.raises(ValueError, match="reset_mask"):
+        venv.reset(options={"reset_mask": np.ones(N + 1, bool)})
+
+
+def test_vector__unknown_autoreset_mode_names_the_allowed_ones():
+    with pytest.raises(ValueError, match="autoreset_mode.*allowed"):
+        JaxVectorEnv("heatsync/CoolingDispatch-v0", N, autoreset_mode="sometimes")
+
+
+def _wrappers():
+    """Every wrapper of gymnasium.wrappers.vector that applies to a Box obs and action:
+    name -> (class, factory)."""
+    import gymnasium.wrappers.vector as W
+
+    made = {
+        "NormalizeObservation": W.NormalizeObservation,
+        "NormalizeReward": W.NormalizeReward,
+        "RecordEpisodeStatistics": W.RecordEpisodeStatistics,
+        "ClipAction": W.ClipAction,
+        "RescaleAction": lambda e: W.RescaleAction(e, min_action=0.0, max_action=2.0),
+        "ClipReward": lambda e: W.ClipReward(e, min_reward=-10.0, max_reward=10.0),
+        "TransformObservation": lambda e: W.TransformObservation(e, lambda o: 2.0 * o),
+        "TransformReward": lambda e: W.TransformReward(e, lambda r: 0.5 * r),
+        "TransformAction": lambda e: W.TransformAction(e, lambda a: np.clip(a, -1, 1)),
+        "FlattenObservation": W.FlattenObservation,
+        "DtypeObservation": lambda e: W.DtypeObservation(e, np.float64),
+        "RescaleObservation": lambda e: W.RescaleObservation(e, min_obs=-1.0, max_obs=1.0),
+        "ReshapeObservation": lambda e: W.ReshapeObservation(
+            e, (1, *e.single_observation_space.shape)),
+        "DictInfoToList": W.DictInfoToList,
+    }
+    return {name: (getattr(W, name), make) for name, make in made.items()}
+
+
+def _accepts(cls, mode) -> bool:
+    """What gymnasium documents: observation wrappers take NEXT_STEP or DISABLED only,
+    NormalizeObservation NEXT_STEP only; the others every mode."""
+    from gymnasium.vector import VectorObservationWrapper
+
+    if cls.__name__ == "NormalizeObservation":
+        return mode is AutoresetMode.NEXT_STEP
+    return not (issubclass(cls, VectorObservationWrapper) and mode is AutoresetMode.SAME_STEP)
+
+
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP,
+                                  AutoresetMode.DISABLED], ids=lambda m: m.value)
+def test_vector__gymnasium_vector_wrappers_step_through_an_episode_boundary(mode):
+    base = JaxVectorEnv("heatsync/CoolingDispatch-v0", N, episode__steps=3, autoreset_mode=mode)
+    accepted = 0
+    for name, (cls, make) in _wrappers().items():
+        if not _accepts(cls, mode):
+            with pytest.raises(ValueError, match="autoreset_mode"):
+                make(base)
+            continue
+        accepted += 1
+        env = make(base)
+        obs, _ = env.reset(seed=1)
+        assert obs.shape[0] == N and np.all(np.isfinite(obs)), name
+        episodes = 0
+        for _ in range(7):  # two episode ends of 3 steps (and the resets after them)
+            obs, rew, term, trunc, info = env.step(env.action_space.sample())
+            assert np.all(np.isfinite(obs)) and np.all(np.isfinite(rew)), name
+            done = np.asarray(term) | np.asarray(trunc)
+            if done.any():
+                episodes += 1
+                if name == "RecordEpisodeStatistics":
+                    assert (info["episode"]["l"][done] == 3).all()
+                if mode is AutoresetMode.DISABLED:
+                    env.reset(options={"reset_mask": done})
+        assert episodes >= 2, name
+    assert accepted >= (13 if mode is AutoresetMode.NEXT_STEP else 7)
+
+
+def test_vector__make_vec_uses_the_jitted_batch_and_takes_the_autoreset_mode():
     envs = gymnasium.make_vec("heatsync/PowerSmoothing-v0", num_envs=N, episode__steps=5)
     assert isinstance(envs.unwrapped, JaxVectorEnv)
-    assert envs.metadata["autoreset_mode"] is AutoresetMode.SAME_STEP
+    assert envs.metadata["autoreset_mode"] is AutoresetMode.NEXT_STEP
     obs, _ = envs.reset(seed=0)
     assert obs.shape == (N, *envs.single_observation_space.shape)
     assert envs.observation_space.contains(obs)
+    same = gymnasium.make_vec("heatsync/PowerSmoothing-v0", num_envs=N, episode__steps=5,
+                              autoreset_mode=AutoresetMode.SAME_STEP)
+    assert same.metadata["autoreset_mode"] is AutoresetMode.SAME_STEP
 
 
 def test_vector__one_jitted_call_per_batch_step_and_one_trace(monkeypatch):

@@ -1,10 +1,11 @@
-"""Reward cost terms and their normalizers, shared by every task.
+"""The reward: one object per task, used by the env's ``step`` and by any planner.
 
 Each term is a non-negative, dimensionless cost per control interval, scaled
 so that a weight of 1 gives values of order 0.1-1 for typical behaviour
 (``work_value`` is the one benefit). A task's reward is
-``sum(sign * weight * term)`` over the terms it uses, with the weights from
-the scenario's ``reward`` section (:data:`heatsync.physics.REWARD_KEYS`).
+``sum(sign * weight * term)`` over the terms its :class:`Reward` names, with the
+weights from the scenario's ``reward`` section (:data:`REWARD_KEYS`, validated by
+:mod:`heatsync.envs.config`).
 
 =============  ===================================================  ===========================
 term           definition per interval                              normalizer (default pod)
@@ -55,19 +56,28 @@ default scenarios cost 0.5-1.5 per step).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax.numpy as jnp
 import numpy as np
 
-from heatsync.physics import REWARD_KEYS, Params, State, ups
-from heatsync.physics._pytree import param, pytree_dataclass
+from heatsync.physics import Params, State, grid, param, pytree_dataclass, rack_max_w, ups
 from heatsync.physics.cryo import heat_per_kg
 from heatsync.physics.exogenous import ExoParams
-from heatsync.physics.plant import rack_max_w
+from heatsync.physics.units import J_PER_KWH
 
-__all__ = ["Normalizers", "default_normalizers", "cost_terms", "J_PER_KWH", "SECONDS_PER_MONTH"]
+from . import _queue as Q
 
-J_PER_KWH = 3.6e6
-SECONDS_PER_MONTH = 30.0 * 86400.0
+__all__ = ["REWARD_KEYS", "BENEFITS", "Normalizers", "default_normalizers", "Reward",
+           "cost_terms", "termination_flags", "ramp_excess_w_per_s", "band_rms_w"]
+
+#: reward weights a scenario may set (each multiplies a term), with their defaults
+REWARD_KEYS = {
+    "energy_cost": 1.0, "demand": 1.0, "carbon": 0.0, "lost_work": 1.0, "waste": 1.0,
+    "ramp": 1.0, "band": 1.0, "storage_wear": 1.0, "throttle": 1.0, "overcool": 1.0,
+    "ln2": 1.0, "water": 1.0, "trip": 1.0, "hazard": 1.0, "work_value": 1.0,
+    "deadline": 1.0, "unserved": 1.0,
+}
 
 #: reward terms that add to the reward (all others subtract)
 BENEFITS = ("work_value",)
@@ -104,7 +114,7 @@ class Normalizers:
                                      doc="terminal charge per remaining step")
 
 
-def default_normalizers(p: Params, xp: ExoParams, setpoint_c: float = 32.0) -> Normalizers:
+def default_normalizers(p: Params, xp: ExoParams, setpoint_c: float) -> Normalizers:
     """Normalizers for a plant, computed on the host from its parameters."""
     dt = float(p.dt_s)
     it_max_w = float(np.sum(np.asarray(rack_max_w(p)) * np.ones(p.n_racks)))
@@ -171,8 +181,7 @@ def cost_terms(p: Params, n: Normalizers, s0: State, s1: State, out: dict, exo,
     **Returns**: dict name -> scalar term (non-negative, unweighted).
     """
     f = s1.t_s.dtype
-    rent_usd = (demand_peak_w(p, s1) / 1e3 * p.grid.demand_charge_usd_per_kw_month
-                * p.dt_s / SECONDS_PER_MONTH)
+    rent_usd = grid.demand_charge_usd(p.grid, demand_peak_w(p, s1), p.dt_s)
     uc_cap = jnp.maximum(jnp.sum(p.ultracap.e_max_j * jnp.ones((p.n_racks,), f)), 1e-9)
     wear = (ups_life_used(p, s1) - ups_life_used(p, s0)
             + out["uc_throughput_j"] / (2.0 * uc_cap) / n.uc_cycle_life)
@@ -201,8 +210,70 @@ def cost_terms(p: Params, n: Normalizers, s0: State, s1: State, out: dict, exo,
     return terms
 
 
-def check_terms(names) -> None:
-    """Raise if a task names a term that is not a reward key."""
-    bad = [k for k in names if k not in REWARD_KEYS]
-    if bad:
-        raise ValueError(f"unknown reward terms {bad}; allowed: {sorted(REWARD_KEYS)}")
+def termination_flags(p: Params, out: dict) -> dict:
+    """The interval's termination causes: a rack ``trip``, an oxygen ``hazard`` (room O2
+    below the alarm), ``unserved`` IT energy (bool scalars)."""
+    return {"trip": out["trips"] > 0.0,
+            "hazard": out["o2_min_frac"] < p.ln2.o2_alarm_frac,
+            "unserved": out["e_unserved_j"] > 0.0}
+
+
+#: a term computed by the task instead: ``fn(params, s0, s1, out, exo) -> term``
+Override = Callable
+
+
+class Reward:
+    """A task's reward: which terms it sums, which causes end its episodes, and any
+    term the task computes its own way.
+
+    **Arguments**: ``terms`` (names from :data:`REWARD_KEYS`), ``terminal`` (causes of
+    :func:`termination_flags` that terminate, each charged through its term), and
+    ``overrides`` (term name -> ``fn(params, s0, s1, out, exo)``).
+
+    :meth:`terms_of` computes the unweighted terms of one interval, :meth:`weighted`
+    applies the scenario's weights and signs; ``sum(weighted(...).values())`` is the
+    env's reward, so a planner that calls the same two methods optimizes exactly it.
+    """
+
+    def __init__(self, terms, terminal=("trip", "hazard"), overrides: dict | None = None):
+        bad = [k for k in terms if k not in REWARD_KEYS]
+        if bad:
+            raise ValueError(f"unknown reward terms {bad}; allowed: {sorted(REWARD_KEYS)}")
+        self.terms = tuple(terms)
+        self.terminal = tuple(terminal)
+        self.overrides = dict(overrides or {})
+
+    def terms_of(self, params, s0: State, s1: State, out: dict, exo, remaining,
+                 progress_rack_s=None, queue=None, queue_done=None) -> dict:
+        """Every term of the task for one interval (unweighted, non-negative).
+
+        **Arguments**: the env params, the plant state before and after, the plant
+        outputs, the interval's exogenous inputs, steps left in the episode after this
+        one, per-slot progress (J,) in rack-s at nominal pace (``None``: from the two
+        states); scheduling tasks: the job queue during the interval (``queue``, whose
+        slots the progress is valued by) and after finished jobs left it
+        (``queue_done``, whose overdue jobs are charged; default ``queue``).
+        """
+        p = params.plant
+        if progress_rack_s is None:
+            progress_rack_s = Q.slot_progress_rack_s(s1.work) - Q.slot_progress_rack_s(s0.work)
+        flags = termination_flags(p, out)
+        terms = cost_terms(p, params.norm, s0, s1, out, exo, progress_rack_s, remaining,
+                           flags, self.terminal)
+        if queue is not None:
+            terms["work_value"] = (jnp.sum(progress_rack_s * Q.slot_value(queue))
+                                   / params.norm.work_ref_rack_s)
+            late = queue if queue_done is None else queue_done
+            terms["deadline"] = Q.overdue_racks(late, s1.t_s) / p.n_racks
+        for name, fn in self.overrides.items():
+            terms[name] = fn(params, s0, s1, out, exo)
+        return {k: terms[k] for k in self.terms}
+
+    def weighted(self, terms: dict, weights) -> dict:
+        """Signed, weighted terms (float32) by name: they sum to the reward."""
+        return {k: ((1.0 if k in BENEFITS else -1.0) * getattr(weights, k) * terms[k])
+                .astype(jnp.float32) for k in self.terms}
+
+    def doc(self) -> list[str]:
+        """The terms this reward sums."""
+        return list(self.terms)

@@ -1,4 +1,4 @@
-"""Observation pieces and raw state values, shared by the tasks.
+"""Observation pieces, their scales, and raw state values, shared by the tasks.
 
 Each piece is a named array scaled to roughly unit range; tasks concatenate
 the pieces they need (:func:`concat`) and clip to ``[-OBS_BOUND, OBS_BOUND]``.
@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from heatsync.physics import Params, workload
+from heatsync.physics import Params, rack_max_w, workload
+from heatsync.physics.exogenous import hour_of_day
 from heatsync.physics.grid import band_share, peak_demand_w
-from heatsync.physics.plant import rack_max_w
 
 from . import _queue as Q
 
-__all__ = ["OBS_BOUND", "concat", "time_pieces", "exo_pieces", "grid_pieces", "rack_power_pieces",
+__all__ = ["OBS_BOUND", "T_JUNCTION_REF_C", "T_JUNCTION_SPAN_K", "T_SUPPLY_REF_C", "T_SPAN_K",
+           "AMBIENT_REF_C", "O2_AMBIENT", "O2_SPAN", "concat", "time_pieces", "exo_pieces", "grid_pieces", "rack_power_pieces",
            "storage_pieces", "thermal_pieces", "cryo_pieces", "queue_pieces", "state_info"]
 
 #: observations are clipped to this bound (the Box limits)
@@ -41,8 +42,7 @@ def rack_it_w(p: Params, s):
 
 def time_pieces(params, state):
     """``time_frac`` (step / episode length), ``hour_sin`` / ``hour_cos`` (time of day)."""
-    hour = params.exo.start_hour + state.plant.t_s / 3600.0
-    ang = 2.0 * jnp.pi * hour / 24.0
+    ang = 2.0 * jnp.pi * hour_of_day(params.exo, state.plant.t_s) / 24.0
     return [("time_frac", state.t / jnp.maximum(params.episode_steps, 1)),
             ("hour_sin", jnp.sin(ang)), ("hour_cos", jnp.cos(ang))]
 
