@@ -106,7 +106,6 @@ LM early on clean data.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -117,47 +116,32 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from ._pytree import field_info, replace
-from .plant import OUTPUTS, Action, Params, init_state
+from ._calib_inputs import (
+    CalibrationError,
+    actions_for,
+    check_fit,
+    check_trace,
+    fittable_params,
+    get,
+    set_param,
+    trace_series,
+)
+from ._least_squares import adam, lm
+from ._least_squares import std_error as least_squares_std_error
+from .plant import Action, Params, init_state
 from .scenario import Scenario, load_scenario
-from .simulate import SERIES_STATE, rollout
+from .simulate import rollout
 
 __all__ = ["CalibrationError", "CalibrationResult", "calibrate", "fittable_params",
            "trace_series"]
 
 #: default bounds as factors of the nominal value, intersected with the declared range
 BOUND_FACTOR = (0.5, 2.0)
-#: top-level Params fields that are not plant constants
-_NOT_FITTABLE = {"dt_s"}
 _METHODS = ("lm", "adam")
 _SUFFIX_UNITS = (("_w_per_s", "W/s"), ("_w", "W"), ("_j", "J"), ("_c", "degC"),
                  ("_kg", "kg"), ("_l", "L"), ("_usd", "USD"), ("_k_s", "K s"),
                  ("_rack_s", "rack s"), ("_gpu_s", "GPU s"), ("_s", "s"))
-
-
-class CalibrationError(ValueError):
-    """Invalid calibration input: names the argument, column or field and what is allowed."""
-
-
-def trace_series() -> tuple[str, ...]:
-    """Names of the series a trace may hold besides ``t_s`` (the recorded series of
-    :func:`heatsync.physics.simulate`, per control interval)."""
-    return tuple(sorted(OUTPUTS)) + tuple(k for k in SERIES_STATE if k != "t_s")
-
-
-def fittable_params() -> dict[str, dataclasses.Field]:
-    """Dotted name -> field of every continuous :class:`Params` constant that can be fitted."""
-    out = {}
-    for name, f in field_info(Params).items():
-        if f.metadata.get("sub"):
-            for sub, sf in field_info(f.default_factory).items():
-                if "lo" in sf.metadata and not sf.metadata.get("static", False):
-                    out[f"{name}.{sub}"] = sf
-        elif "lo" in f.metadata and not f.metadata.get("static") and name not in _NOT_FITTABLE:
-            out[name] = f
-    return out
 
 
 def _unit(series: str) -> str:
@@ -239,178 +223,6 @@ class CalibrationResult:
         return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------- validation
-
-
-def _read_csv(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with path.open(newline="") as fh:
-            rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
-    except OSError as e:
-        raise CalibrationError(f"trace {path}: cannot read file ({e.strerror or e})") from e
-    except UnicodeDecodeError as e:
-        raise CalibrationError(f"trace {path}: not a text CSV file ({e.reason})") from e
-    if not rows:
-        raise CalibrationError(f"trace {path}: empty file; expected a header with 't_s'")
-    header = [c.strip() for c in rows[0]]
-    if len(set(header)) != len(header):
-        dup = sorted({c for c in header if header.count(c) > 1})
-        raise CalibrationError(f"trace {path}: duplicate column(s) {dup} in the header")
-    cols: dict[str, list[float]] = {c: [] for c in header}
-    for i, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise CalibrationError(f"trace {path}: row {i} has {len(row)} fields, the header "
-                                   f"has {len(header)}")
-        for c, v in zip(header, row, strict=True):
-            try:
-                cols[c].append(float(v))
-            except ValueError:
-                raise CalibrationError(f"trace {path}: row {i}, column '{c}': '{v}' is not a "
-                                       f"number") from None
-    return {c: np.asarray(v, dtype=np.float64) for c, v in cols.items()}
-
-
-def _check_trace(trace, dt_s: float) -> dict[str, np.ndarray]:
-    """Validate a trace (dict or CSV path) against the recorded series and ``dt_s``."""
-    if isinstance(trace, (str, Path)):
-        trace = _read_csv(Path(trace))
-    if not isinstance(trace, Mapping):
-        raise CalibrationError(f"trace: expected a dict of series or a CSV path, got "
-                               f"{type(trace).__name__}")
-    allowed = trace_series()
-    unknown = [c for c in trace if c != "t_s" and c not in allowed]
-    if unknown:
-        raise CalibrationError(f"trace: unknown column(s) {', '.join(map(repr, unknown))}; "
-                               f"allowed: t_s, {', '.join(allowed)}")
-    if "t_s" not in trace:
-        raise CalibrationError("trace: missing column 't_s' (end of each control interval, s)")
-    if len(trace) < 2:
-        raise CalibrationError(f"trace: no measured series besides 't_s'; give any of: "
-                               f"{', '.join(allowed)}")
-    out = {}
-    for c, v in trace.items():
-        try:
-            a = np.asarray(v, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise CalibrationError(f"trace column '{c}': not numeric") from None
-        if a.ndim != 1:
-            raise CalibrationError(f"trace column '{c}': expected a 1-D series, got shape "
-                                   f"{a.shape}")
-        bad = ~np.isfinite(a)
-        if np.any(bad):
-            i = int(np.argmax(bad))
-            raise CalibrationError(f"trace column '{c}': value {a[i]} at index {i} is not "
-                                   f"finite (NaN or inf); drop or fill the gap")
-        out[c] = a
-    t = out["t_s"]
-    n = len(t)
-    if n < 1:
-        raise CalibrationError("trace column 't_s': empty")
-    for c, a in out.items():
-        if len(a) != n:
-            raise CalibrationError(f"trace column '{c}': length {len(a)} differs from column "
-                                   f"'t_s' ({n})")
-    tol = 1e-6 * dt_s
-    d = np.diff(t)
-    if np.any(d <= 0):
-        i = int(np.argmax(d <= 0)) + 1
-        raise CalibrationError(f"trace column 't_s': not strictly increasing at index {i} "
-                               f"({t[i - 1]:g} then {t[i]:g} s)")
-    if np.any(np.abs(d - dt_s) > tol):
-        i = int(np.argmax(np.abs(d - dt_s) > tol)) + 1
-        raise CalibrationError(f"trace column 't_s': non-uniform or wrong step at index {i} "
-                               f"({t[i] - t[i - 1]:g} s); samples must be one control interval "
-                               f"apart, dt_s = {dt_s:g} s (resample the trace first)")
-    if abs(t[0] - dt_s) > tol:
-        raise CalibrationError(f"trace column 't_s': first sample at {t[0]:g} s; samples are "
-                               f"taken at the end of each control interval, so the first must "
-                               f"be at dt_s = {dt_s:g} s (as simulate records them)")
-    return out
-
-
-def _check_fit(fit, params: Params, bounds, bound_factor):
-    """Names, kinds, nominal values and bounds of the fitted parameters."""
-    if isinstance(fit, str):
-        fit = [fit]
-    fit = list(fit)
-    table = fittable_params()
-    if not fit:
-        raise CalibrationError(f"fit: empty; name fields to fit, e.g. "
-                               f"{', '.join(list(table)[:3])}; all: {', '.join(table)}")
-    for name in fit:
-        if name not in table:
-            raise CalibrationError(f"fit: unknown or non-fittable parameter {name!r}; "
-                                   f"fittable: {', '.join(table)}")
-    if len(set(fit)) != len(fit):
-        raise CalibrationError(f"fit: duplicate names in {fit}")
-    bounds = dict(bounds or {})
-    for k in bounds:
-        if k not in fit:
-            raise CalibrationError(f"bounds: {k!r} is not in fit ({', '.join(fit)})")
-    flo, fhi = bound_factor
-    if not (0 < flo <= 1 <= fhi):
-        raise CalibrationError(f"bound_factor: expected (lo, hi) with 0 < lo <= 1 <= hi, got "
-                               f"{bound_factor}")
-    nominal, lo_hi = {}, {}
-    for name in fit:
-        meta = table[name].metadata
-        dlo = -math.inf if meta["lo"] is None else float(meta["lo"])
-        dhi = math.inf if meta["hi"] is None else float(meta["hi"])
-        v = float(np.mean(np.asarray(_get(params, name), dtype=np.float64)))
-        nominal[name] = v
-        if name in bounds:
-            lo, hi = (float(x) for x in bounds[name])
-            if not (dlo <= lo < hi <= dhi):
-                raise CalibrationError(f"bounds[{name!r}]: ({lo:g}, {hi:g}) must satisfy "
-                                       f"{dlo:g} <= lo < hi <= {dhi:g} (declared range)")
-        else:
-            if v == 0.0:
-                raise CalibrationError(f"fit: {name!r} is 0 at nominal, so a factor range "
-                                       f"around it is empty; give bounds={{{name!r}: (lo, hi)}}")
-            a, b = sorted((v * flo, v * fhi))
-            lo, hi = max(a, dlo), min(b, dhi)
-            if not lo < hi:
-                raise CalibrationError(f"fit: {name!r}: empty range [{lo:g}, {hi:g}] from "
-                                       f"bound_factor and the declared [{dlo:g}, {dhi:g}]")
-        lo_hi[name] = (lo, hi)
-    return fit, nominal, lo_hi, {n: table[n].metadata.get("unit", "") for n in fit}
-
-
-def _get(params: Params, name: str):
-    obj = params
-    for part in name.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _set(params: Params, name: str, value):
-    parts = name.split(".")
-    if len(parts) == 1:
-        return replace(params, **{name: value})
-    sub = getattr(params, parts[0])
-    return replace(params, **{parts[0]: replace(sub, **{parts[1]: value})})
-
-
-def _actions_for(sc: Scenario, actions, n: int):
-    """Actions with a leading time axis of ``n`` (or ``None``) and the policy (or ``None``)."""
-    if actions is None:
-        actions = sc.control
-    if callable(actions) and not isinstance(actions, Action):
-        return None, actions
-    if not isinstance(actions, Action):
-        raise CalibrationError("actions: expected None, an Action (held or with a leading time "
-                               "axis), or a policy (params, state, exo) -> Action")
-    lead = np.ndim(actions.pump_speed)
-    if lead == 0:
-        return jax.tree_util.tree_map(
-            lambda x: jnp.broadcast_to(jnp.asarray(x), (n,) + jnp.shape(x)), actions), None
-    steps = np.shape(actions.pump_speed)[0]
-    if steps != n:
-        raise CalibrationError(f"actions: leading time axis has {steps} steps but the trace has "
-                               f"{n} samples; they must match")
-    return actions, None
-
-
 # ---------------------------------------------------------------------------- model
 
 
@@ -454,12 +266,12 @@ def _simulate_with_jac(theta, model, names, series, n_steps, policy):
         v = _to_value(th, model["lo"], model["hi"], model["log"])
         p = model["params"]
         for i, name in enumerate(names):
-            base = _get(p, name)
+            base = get(p, name)
             if jnp.ndim(base) == 0:
                 new = v[i].astype(jnp.result_type(float))
             else:
                 new = base * (v[i] / jnp.mean(base))
-            p = _set(p, name, new)
+            p = set_param(p, name, new)
         s0 = init_state(p, model["jobs"], setpoint_c=model["setpoint_c"])
         _, out = rollout(p, model["exo"], s0, model["key"], model["actions"], n_steps,
                          policy=policy)
@@ -531,10 +343,10 @@ def calibrate(
     sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
     p0 = sc.params
     dt_s = float(p0.dt_s)
-    meas = _check_trace(trace, dt_s)
+    meas = check_trace(trace, dt_s)
     n = len(meas["t_s"])
     series = tuple(k for k in meas if k != "t_s")
-    names, nominal, lo_hi, units = _check_fit(fit, p0, bounds, bound_factor)
+    names, nominal, lo_hi, units = check_fit(fit, p0, bounds, bound_factor)
     if method not in _METHODS:
         raise CalibrationError(f"method: {method!r}; allowed: {', '.join(_METHODS)}")
     iters = int((30 if method == "lm" else 300) if iters is None else iters)
@@ -570,7 +382,7 @@ def calibrate(
     for k in init or {}:
         if k not in names:
             raise CalibrationError(f"init: {k!r} is not in fit ({', '.join(names)})")
-    acts, policy = _actions_for(sc, actions, n)
+    acts, policy = actions_for(sc, actions, n)
 
     f = jnp.result_type(float)
     lo = np.array([lo_hi[k][0] for k in names])
@@ -605,7 +417,7 @@ def calibrate(
         raise CalibrationError("the rollout or its Jacobian is not finite at the starting point "
                                "(check the scenario and actions)")
     y_nominal = y
-    run = _lm if method == "lm" else partial(_adam, learning_rate=learning_rate)
+    run = lm if method == "lm" else partial(adam, learning_rate=learning_rate)
     theta, (loss, r, jac, y), history, iterations, n_evals, converged = run(
         evaluate, theta0, (loss, r, jac, y), iters=iters, tol=tol, verbose=verbose)
 
@@ -614,14 +426,14 @@ def calibrate(
     fitted = {k: float(values[i]) for i, k in enumerate(names)}
     p_fit = p0
     for i, k in enumerate(names):
-        base = _get(p0, k)
-        p_fit = _set(p_fit, k, float(values[i]) if np.ndim(base) == 0
+        base = get(p0, k)
+        p_fit = set_param(p_fit, k, float(values[i]) if np.ndim(base) == 0
                      else np.asarray(base, np.float64) * (values[i] / np.mean(base)))
     rms_after = {s: float(np.sqrt(np.mean((y[i] - m[i])[used] ** 2))) for i, s in
                  enumerate(series)}
     rms_before = {s: float(np.sqrt(np.mean((y_nominal[i] - m[i])[used] ** 2))) for i, s in
                   enumerate(series)}
-    std_error = _std_error(jac, coef, rms_after, series, dv, names)
+    std_error = least_squares_std_error(jac, coef, rms_after, series, dv, names)
     return CalibrationResult(
         fitted=fitted, nominal=nominal, std_error=std_error, bounds=lo_hi, units=units,
         rms_before=rms_before, rms_after=rms_after, scales=scale, weights=w,
@@ -629,79 +441,3 @@ def calibrate(
         method=method, params=p_fit, predicted={s: y[i].copy() for i, s in enumerate(series)})
 
 
-#: LM gives up after this many rejected steps in a row (damping x 5 each)
-_LM_MAX_REJECTS = 8
-
-
-def _lm(evaluate, theta, current, *, iters, tol, verbose):
-    """Levenberg-Marquardt on ``r(theta).r(theta)`` with Marquardt's diagonal scaling.
-
-    Stops when a step would move ``theta`` by less than ``tol`` (not evaluated), when
-    an accepted step lowers the loss by less than ``tol`` relative, after
-    ``_LM_MAX_REJECTS`` rejected steps in a row, or after ``iters`` accepted steps.
-
-    **Returns**: ``(theta, (loss, r, jac, y), history, iterations, n_evals, converged)``.
-    """
-    loss, r, jac, y = current
-    history, accepted, n_evals, converged, lam, rejects = [loss], 0, 1, False, 1e-3, 0
-    while accepted < iters and not converged:
-        a = jac.T @ jac
-        diag = np.diag(np.diag(a) + 1e-12 * max(float(np.max(np.diag(a))), 1e-300))
-        step = np.linalg.solve(a + lam * diag, -(jac.T @ r))
-        if float(np.max(np.abs(step))) < tol:
-            converged = True
-            break
-        trial = evaluate(theta + step)
-        n_evals += 1
-        if math.isfinite(trial[0]) and trial[0] < loss and np.all(np.isfinite(trial[2])):
-            rel = (loss - trial[0]) / max(loss, 1e-300)
-            theta = theta + step
-            loss, r, jac, y = trial
-            lam, rejects = max(lam / 5.0, 1e-9), 0
-            accepted += 1
-            history.append(loss)
-            converged = rel < tol
-        else:
-            lam, rejects = lam * 5.0, rejects + 1
-            converged = rejects >= _LM_MAX_REJECTS  # no descent left at this precision
-        if verbose:
-            print(f"lm iteration {accepted}: loss {loss:.6g}, damping {lam:.2g}, "
-                  f"{n_evals} evaluations", flush=True)
-    return theta, (loss, r, jac, y), history, accepted, n_evals, converged
-
-
-def _adam(evaluate, theta, current, *, iters, tol, verbose, learning_rate):
-    """``optax.adam`` on the gradient ``2 J^T r``; keeps the best iterate.
-
-    **Returns**: as :func:`_lm`; ``converged`` is True (a fixed number of steps).
-    """
-    del tol
-    loss, r, jac, y = current
-    opt = optax.adam(learning_rate)
-    state = opt.init(jnp.asarray(theta))
-    best = (loss, theta, (loss, r, jac, y))
-    history = [loss]
-    for k in range(iters):
-        upd, state = opt.update(jnp.asarray(2.0 * jac.T @ r), state)
-        theta = np.asarray(optax.apply_updates(jnp.asarray(theta), upd), np.float64)
-        loss, r, jac, y = evaluate(theta)
-        history.append(loss)
-        if loss < best[0]:
-            best = (loss, theta, (loss, r, jac, y))
-        if verbose:
-            print(f"adam step {k + 1}: loss {loss:.6g}", flush=True)
-    return best[1], best[2], history, iters, iters + 1, True
-
-
-def _std_error(jac, coef, rms, series, dv, names) -> dict[str, float]:
-    """Sandwich standard errors of the values, noise variance per series from ``rms``.
-
-    A parameter the trace does not excite (a Jacobian column ~0) gets ``inf``.
-    """
-    var = (coef ** 2 * np.array([rms[s] ** 2 for s in series])[:, None]).reshape(-1)
-    inv = np.linalg.pinv(jac.T @ jac)
-    cov = inv @ (jac.T @ (var[:, None] * jac)) @ inv
-    se = np.sqrt(np.maximum(np.diag(cov), 0.0)) * np.abs(dv)
-    norm = np.linalg.norm(jac, axis=0)
-    se = np.where(norm <= 1e-10 * max(float(np.max(norm)), 1e-300), np.inf, se)
-    return {k: float(se[i]) for i, k in enumerate(names)}

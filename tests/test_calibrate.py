@@ -28,6 +28,9 @@ from heatsync.physics import (
 )
 
 calmod = importlib.import_module("heatsync.physics.calibrate")
+#: the private halves of physics.calibrate, tested directly
+inputs = importlib.import_module("heatsync.physics._calib_inputs")
+lsq = importlib.import_module("heatsync.physics._least_squares")
 
 STEPS = 3600
 TRUE_FACTORS = {
@@ -228,7 +231,7 @@ def test_calibrate__csv_trace_reads_like_the_dict_and_names_bad_cells(tmp_path, 
     path = tmp_path / "trace.csv"
     np.savetxt(path, np.stack(list(good.values()), axis=1), delimiter=",",
                header=",".join(good), comments="")
-    read = calmod._check_trace(path, 1.0)
+    read = inputs.check_trace(path, 1.0)
     assert list(read) == list(good)
     for k in good:
         np.testing.assert_array_equal(read[k], good[k])
@@ -257,7 +260,7 @@ def test_std_error__unexcited_parameter_is_inf_and_white_noise_matches_least_squ
     jac[:100, 0] = rng.normal(size=100)
     jac[100:, 1] = rng.normal(size=100)  # column 2 stays 0: the trace does not excite it
     coef = np.full((2, 100), 0.1)
-    se = calmod._std_error(jac, coef, {"a": 2.0, "b": 2.0}, ("a", "b"), np.ones(3),
+    se = lsq.std_error(jac, coef, {"a": 2.0, "b": 2.0}, ("a", "b"), np.ones(3),
                            ("x", "y", "z"))
     assert np.isinf(se["z"])
     # one series, white noise of std 2 (residual units 0.1 * 2): sigma^2 (J^T J)^-1
