@@ -62,7 +62,7 @@ class HeatsyncEnv(gymnasium.Env):
         self.episode_steps = int(self.params.episode_steps)
         self._sid = structure_id(self.params, self.action_space.shape)
         self._rng = None
-        self._sbufs = None  # the EnvState as flat buffers (see envs._core.Flat)
+        self._sbufs = None  # the EnvState as flat buffers (see envs.drive.Flat)
         self._history: collections.deque = collections.deque(maxlen=HISTORY_STEPS)
 
     @property

@@ -9,12 +9,12 @@ Writes ``<out>/simulate_<scenario>.md`` (atomically) when ``--out`` is given.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from heatsync._io import write_text_atomic
+from heatsync.envs import episode_steps
 from heatsync.physics import KPI_DOC, ScenarioError, list_scenarios, load_scenario, simulate
 
 
@@ -26,15 +26,6 @@ def kpi_table(name: str, kpis: dict, steps: int, seed: int, wall_s: float) -> st
     for k, v in kpis.items():
         lines.append(f"| `{k}` | {v:.6g} | {KPI_DOC[k]} |")
     return "\n".join(lines) + "\n"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:
@@ -51,14 +42,14 @@ def main(argv=None) -> int:
     except ScenarioError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    steps = args.steps or sc.episode_steps
+    steps = args.steps or episode_steps(sc)
     t0 = time.perf_counter()
     res = simulate(sc, seed=args.seed, steps=steps)
     wall = time.perf_counter() - t0
     table = kpi_table(sc.name, res.kpis, steps, args.seed, wall)
     print(table)
     if args.out is not None:
-        write_atomic(args.out / f"simulate_{sc.name}.md", table)
+        write_text_atomic(args.out / f"simulate_{sc.name}.md", table)
     return 0
 
 

@@ -10,7 +10,7 @@ section 4b). Two process-wide settings remove most of that overhead:
   entry of ``XLA_FLAGS``): XLA:CPU compiles a while loop whose buffers are below
   this size as ONE kernel (its ``SmallWhileLoopHoistingPass``; the default limit
   is 1 kB). heatsync raises it to :data:`SMALL_LOOP_BYTES`, so the substep scan
-  and, with :func:`heatsync.envs._core.one_kernel`, a whole env step become one
+  and, with :func:`heatsync.envs.drive.one_kernel`, a whole env step become one
   kernel each.
 * ``jax_cpu_enable_async_dispatch = False``: a CPU computation runs on the
   calling thread instead of being handed to a worker thread and waited for. An
@@ -148,7 +148,7 @@ def _restore_flags() -> None:
 def loops_as_one_kernel() -> bool:
     """Whether XLA compiles heatsync's step loops as one kernel in this process: the
     setting was applied, or the user's own threshold is at least 1 MB. Without it,
-    :func:`heatsync.envs._core.one_kernel` would only add a loop (measured: an
+    :func:`heatsync.envs.drive.one_kernel` would only add a loop (measured: an
     ``Env.step`` 3x slower), so it then calls the function directly."""
     state = APPLIED["small_while_loop"]
     if state == "applied":

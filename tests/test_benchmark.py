@@ -1,4 +1,4 @@
-"""scripts/benchmark.py and heatsync._benchmark: files, MD = CSV, exact KPIs, resume, policies.
+"""scripts/benchmark.py and heatsync.benchmark: files, MD = CSV, exact KPIs, resume, policies.
 
 Every run here is CoolingDispatch on a chiller-trip variant, 2 seeds, a few steps, so
 the vector step compiles once for the whole module (same task, batch size and
@@ -18,18 +18,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from heatsync._benchmark import (
+from heatsync.agents import PolicyError
+from heatsync.benchmark import (
+    MANIFEST,
     BenchmarkConfig,
     BenchmarkError,
-    _tuned_split,
     columns,
     main,
     parse_seeds,
     read_csv,
-    run_benchmark,
     run_cell,
+    tuned_split,
+    versus_table,
 )
-from heatsync.agents import PolicyError
+from heatsync.benchmark import run as run_benchmark
 from heatsync.physics import KPI_DOC
 
 TASK, SCEN, STEPS, SEEDS = "CoolingDispatch", "chiller-trip", 4, [0, 1]
@@ -171,9 +173,9 @@ def take(tree, i):
 
 
 def test_benchmark__kpis_equal_an_episode_without_auto_reset(bench):
-    """The recovered last state and the recorded series give the same KPIs as an
-    env whose time limit is one step later (so its state is never reset), and the
-    recovery does not retrace the vector step."""
+    """The reported last state and the recorded series give the same KPIs as an
+    env whose time limit is one step later (so its state is never reset), and a cell
+    does not retrace the vector step."""
     from heatsync.envs import TRACE_COUNTS, JaxVectorEnv
     from heatsync.physics import OUTPUTS, compute_kpis
 
@@ -198,33 +200,67 @@ def test_benchmark__kpis_equal_an_episode_without_auto_reset(bench):
     assert TRACE_COUNTS[(TASK, "vstep")] == n
 
 
-def test_benchmark__resume_skips_finished_cells_and_drops_a_cut_line(bench, tmp_path):
+def test_benchmark__a_new_run_recomputes_its_selection_and_resume_skips_only_on_request(
+        bench, tmp_path):
+    """No manifest: the whole selection is computed, rows of other selections stay;
+    resume=True skips the cells the CSV holds (and drops a line cut off mid-write)."""
     _, src = bench
     out = tmp_path / "out"
     shutil.copytree(src, out)
     path = out / "benchmark.csv"
+    assert not (out / MANIFEST).exists()  # a clean end removes the manifest
+    Zero.calls = Half.calls = 0
+    report = run_benchmark(cfg(out, plots=False, controllers=["zero"]), registry=REGISTRY,
+                           progress=False, log=lambda m: None)
+    assert report.computed == [("zero", TASK, SCEN, STEPS)] and report.skipped == []
+    assert Zero.calls == STEPS and Half.calls == 0
+    assert {r["controller"] for r in read_csv(path)[0]} == {"zero", "half"}  # half kept
+
     text = path.read_text()
     last = text.splitlines()[-1].split(",")
     path.write_text(text[:-25])  # a run killed while writing the last line
     _, warnings = read_csv(path)
     assert len(warnings) == 1 and "cut off" in warnings[0]
-
     Zero.calls = Half.calls = 0
-    report = run_benchmark(cfg(out, plots=False), registry=REGISTRY, progress=False,
-                           log=lambda m: None)
+    said = []
+    report = run_benchmark(cfg(out, plots=False, resume=True), registry=REGISTRY,
+                           progress=False, log=said.append)
     cut = (last[0], TASK, SCEN, STEPS)
     assert report.computed == [cut] and len(report.skipped) == 1
+    assert any("resume: 1 finished cell(s)" in m and "--resume" in m for m in said)
     assert report.policy_calls == STEPS  # one batched call per step of one cell
     assert (Zero.calls + Half.calls) == STEPS
     rows, warnings = read_csv(path)
     assert not warnings and len(rows) == 2 * len(SEEDS)
     assert path.read_text().endswith("\n")
 
+
+def test_benchmark__an_interrupted_run_resumes_from_its_manifest(bench, tmp_path):
+    """A run stopped after its first cell leaves its manifest; the same run again reads
+    that cell back and computes only the other; a run of other cells starts afresh."""
+    _, src = bench
+    out = tmp_path / "out"
+
+    class Boom(Zero):
+        def act(self, obs):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(cfg(out, plots=False), registry={TASK: {"half": Half, "zero": Boom}},
+                      progress=False, log=lambda m: None)
+    assert (out / MANIFEST).exists()
+    assert {r["controller"] for r in read_csv(out / "benchmark.csv")[0]} == {"half"}
     Zero.calls = Half.calls = 0
-    report = run_benchmark(cfg(out, plots=False), registry=REGISTRY, progress=False,
-                           log=lambda m: None)
-    assert report.computed == [] and len(report.skipped) == 2
-    assert Zero.calls + Half.calls == 0 and report.policy_calls == 0
+    said = []
+    report = run_benchmark(cfg(out, plots=False), registry={TASK: {"half": Half, "zero": Zero}},
+                           progress=False, log=said.append)
+    assert report.computed == [("zero", TASK, SCEN, STEPS)]
+    assert report.skipped == [("half", TASK, SCEN, STEPS)] and Half.calls == 0
+    assert any("resume: 1 finished cell(s)" in m and "manifest" in m for m in said)
+    assert not (out / MANIFEST).exists()
+    report = run_benchmark(cfg(out, plots=False), registry={TASK: {"half": Half, "zero": Zero}},
+                           progress=False, log=lambda m: None)
+    assert len(report.computed) == 2 and report.skipped == []  # no manifest: all again
 
 
 def test_benchmark__a_run_that_terminates_keeps_its_last_state(bench, tmp_path):
@@ -358,7 +394,7 @@ def test_benchmark__csv_from_another_version_is_refused(tmp_path):
 
 
 def test_resolve__default_quick_and_full_subsets():
-    from heatsync._benchmark import DEFAULT_STEPS, QUICK_STEPS, resolve
+    from heatsync.benchmark import DEFAULT_STEPS, QUICK_STEPS, resolve
     from heatsync.physics import list_scenarios
 
     reg = {"PowerSmoothing": {"a": Zero}, TASK: {"a": Zero, "b": Half}}
@@ -388,17 +424,15 @@ def test_parse_seeds__ranges_and_lists():
 
 def test_tuned_split__scenarios_and_seeds():
     spec = {"scenarios": ["heatwave"], "seeds": "100-104"}
-    assert _tuned_split(None, "heatwave", 0) == ("held-out", False)
-    assert _tuned_split(spec, "heatwave", 0) == ("held-out", True)
-    assert _tuned_split(spec, "heatwave", 102) == ("tuned-on", True)
-    assert _tuned_split(spec, "default", 102) == ("held-out", False)
-    assert _tuned_split(["default"], "default", 3) == ("tuned-on", True)
-    assert _tuned_split({"seeds": [3]}, "default", 3) == ("tuned-on", True)
+    assert tuned_split(None, "heatwave", 0) == ("held-out", False)
+    assert tuned_split(spec, "heatwave", 0) == ("held-out", True)
+    assert tuned_split(spec, "heatwave", 102) == ("tuned-on", True)
+    assert tuned_split(spec, "default", 102) == ("held-out", False)
+    assert tuned_split(["default"], "default", 3) == ("tuned-on", True)
+    assert tuned_split({"seeds": [3]}, "default", 3) == ("tuned-on", True)
 
 
 def test_versus_table__compares_on_the_same_seeds_with_the_side_conditions():
-    from heatsync._benchmark import _versus_table
-
     def rows(ctrl, seeds, ret, throttled=0.0):
         return [{"controller": ctrl, "seed": s, "return": ret + s, "terminated": 0,
                  "throttled_gpu_s": throttled, "overcool_k_s": 0.0} for s in seeds]
@@ -407,7 +441,7 @@ def test_versus_table__compares_on_the_same_seeds_with_the_side_conditions():
            "pid": rows("pid", range(5), -90.0),
            "mpc-persistence": rows("mpc-persistence", [3, 4], -50.0),
            "agent": rows("agent", [3, 4], -10.0, throttled=5.0)}
-    lines = _versus_table("CoolingDispatch", per)
+    lines = versus_table("CoolingDispatch", per)
     by = {ln.split("|")[1].strip(): ln for ln in lines[2:]}
     # best baseline on seeds 3-4 is pid (-86.5 mean); the MPC's -46.5 beats it
     assert "`pid`" in by["`mpc-persistence`"] and by["`mpc-persistence`"].endswith("**yes** |")

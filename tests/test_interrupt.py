@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from heatsync._benchmark import read_csv
+from heatsync.benchmark import MANIFEST, read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,8 +83,10 @@ def test_benchmark__sigint_then_sigkill_lose_no_finished_cell_and_resume(tmp_pat
     if proc.returncode != 0:
         assert proc.returncode == 130, err[-3000:]
         assert "interrupted" in err and "resume" in err
-    else:  # it finished before the signal landed
+        assert (out / MANIFEST).exists()  # the interrupted run's record, to resume from
+    else:  # it finished before the signal landed: resume from the CSV on request
         assert len(_cells(_rows(csv))) == 3
+        args.append("--resume")
     assert len(_cells(first)) >= 1 and len(first) == 2 * len(_cells(first))
 
     # 2. SIGKILL the resumed run as soon as it has written one more cell
@@ -108,6 +110,7 @@ def test_benchmark__sigint_then_sigkill_lose_no_finished_cell_and_resume(tmp_pat
     assert len(final) == 3 * 2
     assert second == [r for r in final if _cells([r]) <= _cells(second)]
     assert (out / "BENCHMARK.md").read_text().count("| ") > 0
+    assert not (out / MANIFEST).exists()  # a clean end: nothing left to resume
 
 
 TRAIN = ["scripts/train.py", "--algo", "ppo", "--env", "CoolingDispatch-v0", "--seed", "0",

@@ -18,8 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_properties import _coherent, _randomize
 
-from heatsync.envs import ENV_IDS, make_task
-from heatsync.envs._obs import OBS_BOUND
+from heatsync.envs import ENV_IDS, OBS_BOUND, make_task
 from heatsync.physics import ScenarioError
 from heatsync.physics.cryo import O2_AMBIENT
 from heatsync.physics.scenario import _cross_check

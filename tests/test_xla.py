@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from heatsync import _xla
-from heatsync.envs._core import one_kernel
+from heatsync.envs.drive import one_kernel
 
 OPTION = f"xla_cpu_small_while_loop_byte_threshold={_xla.SMALL_LOOP_BYTES}"
 
