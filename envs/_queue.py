@@ -20,8 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from heatsync.physics import replace
-from heatsync.physics import param, pytree_dataclass, static
+from heatsync.physics import param, pytree_dataclass, replace, static
 from heatsync.physics.workload import WorkloadState, membership, place_job
 
 __all__ = ["QueueParams", "QueueState", "WAITING", "RUNNING", "DONE", "generate", "visible",

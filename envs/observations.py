@@ -17,8 +17,9 @@ from heatsync.physics.grid import band_share, peak_demand_w
 from . import _queue as Q
 
 __all__ = ["OBS_BOUND", "T_JUNCTION_REF_C", "T_JUNCTION_SPAN_K", "T_SUPPLY_REF_C", "T_SPAN_K",
-           "AMBIENT_REF_C", "O2_AMBIENT", "O2_SPAN", "concat", "time_pieces", "exo_pieces", "grid_pieces", "rack_power_pieces",
-           "storage_pieces", "thermal_pieces", "cryo_pieces", "queue_pieces", "state_info"]
+           "AMBIENT_REF_C", "O2_AMBIENT", "O2_SPAN", "concat", "time_pieces", "exo_pieces",
+           "grid_pieces", "rack_power_pieces", "storage_pieces", "thermal_pieces", "cryo_pieces",
+           "queue_pieces", "state_info"]
 
 #: observations are clipped to this bound (the Box limits)
 OBS_BOUND = 10.0

@@ -244,7 +244,7 @@ class Reward:
         self.overrides = dict(overrides or {})
 
     def terms_of(self, params, s0: State, s1: State, out: dict, exo, remaining,
-                 progress_rack_s=None, queue=None, queue_done=None) -> dict:
+                 progress_rack_s=None, queue=None, queue_done=None, plant=None) -> dict:
         """Every term of the task for one interval (unweighted, non-negative).
 
         **Arguments**: the env params, the plant state before and after, the plant
@@ -252,9 +252,11 @@ class Reward:
         one, per-slot progress (J,) in rack-s at nominal pace (``None``: from the two
         states); scheduling tasks: the job queue during the interval (``queue``, whose
         slots the progress is valued by) and after finished jobs left it
-        (``queue_done``, whose overdue jobs are charged; default ``queue``).
+        (``queue_done``, whose overdue jobs are charged; default ``queue``); ``plant``:
+        the plant params the states were stepped with (default ``params.plant``; a
+        planner's coarser model).
         """
-        p = params.plant
+        p = params.plant if plant is None else plant
         if progress_rack_s is None:
             progress_rack_s = Q.slot_progress_rack_s(s1.work) - Q.slot_progress_rack_s(s0.work)
         flags = termination_flags(p, out)
@@ -269,10 +271,14 @@ class Reward:
             terms[name] = fn(params, s0, s1, out, exo)
         return {k: terms[k] for k in self.terms}
 
-    def weighted(self, terms: dict, weights) -> dict:
-        """Signed, weighted terms (float32) by name: they sum to the reward."""
-        return {k: ((1.0 if k in BENEFITS else -1.0) * getattr(weights, k) * terms[k])
-                .astype(jnp.float32) for k in self.terms}
+    def weighted(self, terms: dict, weights, dtype=jnp.float32) -> dict:
+        """Signed, weighted terms by name (cast to ``dtype``, ``None``: kept): they sum
+        to the reward."""
+        out = {}
+        for k in self.terms:
+            v = (1.0 if k in BENEFITS else -1.0) * getattr(weights, k) * terms[k]
+            out[k] = v if dtype is None else v.astype(dtype)
+        return out
 
     def doc(self) -> list[str]:
         """The terms this reward sums."""

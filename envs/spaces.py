@@ -29,13 +29,15 @@ import jax.numpy as jnp
 import numpy as np
 from gymnasium import spaces
 
-from heatsync.physics import Params, actuator_ranges
+from heatsync.physics import Action, Params, actuator_ranges
 
 __all__ = ["Segment", "ActionLayout", "plant_segment", "smoothing_layout", "cooling_layout",
-           "check_action", "box_space", "SCALES"]
+           "check_action", "box_space", "SCALES", "PLANT_FIELDS"]
 
 #: the segment scales (see the module docstring)
 SCALES = ("lin", "log", "step", "bins")
+#: the plant actuators a segment may set (the fields of heatsync.physics.Action)
+PLANT_FIELDS = tuple(f.name for f in dataclasses.fields(Action))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +104,11 @@ class ActionLayout:
             rows.append((s.name, self.slices[s.name].start, s.size,
                          f"[{lo.min():g}, {hi.max():g}] {s.unit} ({s.scale})"))
         return rows
+
+    def plant_part(self) -> ActionLayout:
+        """The segments that set a plant :class:`~heatsync.physics.Action` field (without,
+        e.g., Facility's job placement)."""
+        return ActionLayout(s for s in self.segments if s.name in PLANT_FIELDS)
 
     def switch_mask(self) -> np.ndarray:
         """True for the components of ``step`` and ``bins`` segments (no gradient)."""

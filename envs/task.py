@@ -48,11 +48,9 @@ from . import observations as _obs
 from .config import episode_steps, reward_weights
 from .registry import TaskSpec
 from .reward import REWARD_KEYS, Normalizers, Reward, default_normalizers, termination_flags
-from .spaces import ActionLayout
+from .spaces import PLANT_FIELDS, ActionLayout
 
 __all__ = ["EnvParams", "EnvState", "RewardWeights", "Task", "AutoReset"]
-
-_ACTION_FIELDS = tuple(f.name for f in dataclasses.fields(Action))
 
 
 def _weights_class():
@@ -230,8 +228,8 @@ class Task:
         """``(plant Action, (pick, want, offset_frac) or None)`` from an agent action:
         the layout's plant segments over the scenario's fixed ``control``."""
         values = self.layout(params).decode(action)
-        plant = {k: v for k, v in values.items() if k in _ACTION_FIELDS}
-        return replace(params.control, **plant), None
+        return replace(params.control, **{k: v for k, v in values.items()
+                                          if k in PLANT_FIELDS}), None
 
     def _pieces(self, params: EnvParams, state: EnvState) -> list:
         """Named observation pieces (see :mod:`heatsync.envs.observations`)."""

@@ -52,7 +52,6 @@ from .drive import (
 )
 from .registry import TASK_SPECS, make_task
 from .spaces import check_action
-from .task import Task
 
 __all__ = ["JaxVectorEnv", "make_task"]
 

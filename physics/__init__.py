@@ -45,14 +45,14 @@ from .simulate import SERIES_STATE, SimResult, rollout, simulate
 from .trace import TraceError, load_trace
 
 __all__ = [
-    "Action", "CalibrationError", "CalibrationResult", "DEFAULT_SUPPLY_SETPOINT_C", "Exogenous",
-    "ExoParams", "FAULT_KINDS", "KPI_DOC", "OUTPUTS", "Params", "SERIES_STATE", "Scenario",
-    "ScenarioError", "SimResult", "State", "TraceError", "actuator_ranges", "add_interval",
-    "band_share_fft", "calibrate", "cdu", "check_number", "clip_action", "coldplate",
-    "compute_kpis", "cryo", "deep_merge", "default_action", "empty_totals", "exogenous_at",
-    "field_info", "fittable_params", "gpu", "grid", "init_state", "kpis_from_totals", "list_scenarios",
-    "param", "pytree_dataclass", "static",
-    "load_scenario", "load_trace", "rack_max_w", "register_section", "rejection", "replace",
-    "rollout", "simulate", "step", "stored_energy_j", "stored_heat_j", "take_row",
-    "totals_of_series", "ultracap", "units", "ups", "workload",
+    "Action", "actuator_ranges", "add_interval", "band_share_fft", "calibrate",
+    "CalibrationError", "CalibrationResult", "cdu", "check_number", "clip_action", "coldplate",
+    "compute_kpis", "cryo", "deep_merge", "default_action", "DEFAULT_SUPPLY_SETPOINT_C",
+    "empty_totals", "Exogenous", "exogenous_at", "ExoParams", "FAULT_KINDS", "field_info",
+    "fittable_params", "gpu", "grid", "init_state", "KPI_DOC", "kpis_from_totals",
+    "list_scenarios", "load_scenario", "load_trace", "OUTPUTS", "param", "Params",
+    "pytree_dataclass", "rack_max_w", "register_section", "rejection", "replace", "rollout",
+    "Scenario", "ScenarioError", "SERIES_STATE", "SimResult", "simulate", "State", "static",
+    "step", "stored_energy_j", "stored_heat_j", "take_row", "totals_of_series", "TraceError",
+    "ultracap", "units", "ups", "workload",
 ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 
-
 def phi1(x: jnp.ndarray) -> jnp.ndarray:
     """(1 - exp(-x)) / x, continued smoothly to 1 at x = 0 (x >= 0).
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from .units import CELSIUS_TO_KELVIN, SECONDS_PER_HOUR
 from ._pytree import param, pytree_dataclass, replace
+from .units import CELSIUS_TO_KELVIN, SECONDS_PER_HOUR
 
 __all__ = ["Ln2Params", "Ln2State", "init_ln2", "heat_per_kg", "exchange", "oxygen", "tank"]
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from .units import CELSIUS_TO_KELVIN, J_PER_KWH
 from ._pytree import param, pytree_dataclass
+from .units import CELSIUS_TO_KELVIN, J_PER_KWH
 
 __all__ = ["RejectionParams", "chiller_cop", "reject"]
 

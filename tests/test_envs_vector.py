@@ -115,7 +115,7 @@ def test_vector__disabled_mode_never_resets_and_reset_mask_resets_only_those_env
     singles = _singles(env_id, steps=3)
     _reset_both(venv, singles, 7)
     a = np.zeros((N, 4), np.float32)
-    for t in range(3):
+    for _ in range(3):
         vobs, _, _, vtrunc, _ = venv.step(a)
         for i, env in enumerate(singles):
             obs, _, _, trunc, _ = env.step(a[i])
