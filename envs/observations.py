@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from heatsync.physics import Params, rack_max_w, workload
+from heatsync.physics import DEFAULT_SUPPLY_SETPOINT_C, Params, rack_max_w, workload
 from heatsync.physics.exogenous import hour_of_day
 from heatsync.physics.grid import band_share, peak_demand_w
 
@@ -24,7 +24,8 @@ __all__ = ["OBS_BOUND", "T_JUNCTION_REF_C", "T_JUNCTION_SPAN_K", "T_SUPPLY_REF_C
 #: observations are clipped to this bound (the Box limits)
 OBS_BOUND = 10.0
 T_JUNCTION_REF_C, T_JUNCTION_SPAN_K = 60.0, 30.0
-T_SUPPLY_REF_C, T_SPAN_K = 32.0, 10.0
+#: supply and facility water scaled around the default setpoint: (T - ref) / span
+T_SUPPLY_REF_C, T_SPAN_K = DEFAULT_SUPPLY_SETPOINT_C, 10.0
 AMBIENT_REF_C = 25.0
 O2_AMBIENT, O2_SPAN = 0.209, 0.02
 

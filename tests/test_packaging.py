@@ -3,6 +3,7 @@ plain (non-editable) install works from any working directory."""
 
 from __future__ import annotations
 
+import site
 import subprocess
 import sys
 import venv
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
                     "-q", "-w", str(out), str(ROOT)], check=True)
     (whl,) = out.glob("heatsync-*.whl")
     return whl
@@ -26,7 +27,7 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel__contains_packages_configs_and_py_typed(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in ("heatsync/__init__.py", "heatsync/py.typed", "heatsync/physics/plant.py",
-                     "heatsync/envs/__init__.py", "heatsync/agents/__init__.py",
+                     "heatsync/envs/__init__.py", "heatsync/agents/__init__.py", "heatsync/benchmark/run.py",
                      "heatsync/configs/scenarios/default.yaml",
                      "heatsync/configs/scenarios/chiller-trip.yaml"):
         assert required in names, required
@@ -37,6 +38,13 @@ def test_wheel__installs_and_runs_from_another_directory(wheel, tmp_path):
     env = tmp_path / "venv"
     venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env)
     py = env / "bin" / "python"
+    # system_site_packages gives the base interpreter's packages; when this suite runs in
+    # a virtualenv its dependencies (jax, ...) live in that venv's site-packages, so list
+    # those too (plain paths: their .pth files, such as an editable heatsync, stay off)
+    if sys.prefix != sys.base_prefix:
+        own = subprocess.run([str(py), "-c", "import site; print(site.getsitepackages()[0])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+        (Path(own) / "outer_venv.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "-q",
                     str(wheel)], check=True)
     code = ("import heatsync, heatsync.physics as ph; "
