@@ -5,7 +5,8 @@ Every baseline is a :class:`Baseline`: built from an env (a Gymnasium env, a
 :class:`~heatsync.envs.JaxVectorEnv`, an SB3 VecEnv), an
 :class:`~heatsync.envs.EnvParams` or nothing (the task's default scenario),
 it reads the observation by name (``env.obs_names``) and writes physical
-setpoints that :func:`heatsync.envs._spaces.encode` turns into the action.
+setpoints that the task's action layout (:meth:`heatsync.envs.ActionLayout.encode`)
+turns into the action.
 
 Conventions inside ``_act``: observations arrive as ``(N, obs_dim)``; per-env
 scalars are kept as ``(N, 1)`` and per-rack values as ``(N, R)``, so that
@@ -30,6 +31,7 @@ import yaml
 from gymnasium import spaces
 
 from heatsync.envs import EnvParams, Task, make_task
+from heatsync.envs.spaces import ActionLayout
 
 __all__ = ["Baseline", "ObsIndex", "resolve_env", "controller_config", "fixed_physical",
            "physical"]
@@ -96,10 +98,11 @@ def physical(value, n: int, size: int) -> np.ndarray:
     return np.broadcast_to(v, (n, size)).astype(np.float64)
 
 
-def fixed_physical(params: EnvParams, segments) -> dict[str, np.ndarray]:
-    """The scenario's fixed ``control`` as physical values by segment name."""
+def fixed_physical(params: EnvParams, layout: ActionLayout) -> dict[str, np.ndarray]:
+    """The scenario's fixed ``control`` as physical values by segment name (the plant
+    segments of ``layout``)."""
     return {s.name: np.asarray(getattr(params.control, s.name), dtype=np.float64)
-            for s in segments}
+            for s in layout if hasattr(params.control, s.name)}
 
 
 class Baseline:

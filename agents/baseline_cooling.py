@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from heatsync.envs._obs import T_JUNCTION_REF_C, T_JUNCTION_SPAN_K, T_SPAN_K, T_SUPPLY_REF_C
-from heatsync.envs._spaces import cooling_segments, encode
+from heatsync.envs.observations import (
+    T_JUNCTION_REF_C,
+    T_JUNCTION_SPAN_K,
+    T_SPAN_K,
+    T_SUPPLY_REF_C,
+)
+from heatsync.envs.spaces import cooling_layout
 
 from .baseline_common import Baseline
 
@@ -31,15 +36,16 @@ class _CoolingBase(Baseline):
 
     def _setup(self):
         c = self.params.plant.cdu
-        self._segs = cooling_segments(self.params.plant)
+        self._layout = cooling_layout(self.params.plant)
         self._pump_min = float(c.pump_speed_min)
         self._sp_lo, self._sp_hi = float(c.setpoint_min_c), float(c.setpoint_max_c)
 
     def _encode(self, pump, setpoint, valve, order):
-        return encode({"pump_speed": np.clip(pump, self._pump_min, 1.0),
-                       "supply_setpoint_c": np.clip(setpoint, self._sp_lo, self._sp_hi),
-                       "ln2_valve": np.clip(valve, 0.0, 1.0),
-                       "ln2_order": order.astype(float)}, self._segs)
+        return self._layout.encode({"pump_speed": np.clip(pump, self._pump_min, 1.0),
+                                    "supply_setpoint_c": np.clip(setpoint, self._sp_lo,
+                                                                 self._sp_hi),
+                                    "ln2_valve": np.clip(valve, 0.0, 1.0),
+                                    "ln2_order": order.astype(float)})
 
     def _order(self, r: CoolingReadings, n):
         """Order LN2 when the tank falls below ``order_below`` and none is on its way."""

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from heatsync.envs.facility import scheduling_layout
+
 from .baseline_common import Baseline
 from .baseline_cooling import SupplyPID, ThermostatLN2
 from .baseline_power import FirmwareSmoothing, LowPassStorage
@@ -79,9 +81,8 @@ class FacilityRule(Baseline):
         power = self.parts["power"]._act(obs)
         cooling = self.parts["cooling"]._act(obs)
         k, b = self.parts["scheduling"].step_decision(obs)
-        q = self.params.queue
-        start = np.where(k >= 0, 1.0, -1.0)
-        select = 2.0 * (np.clip(k, 0, None) + 0.5) / q.n_visible - 1.0
-        offset = 2.0 * b / q.n_phase_bins - 1.0
-        return np.concatenate([power, cooling, np.stack([start, select, offset], axis=1)],
-                              axis=1).astype(np.float32)
+        sched = scheduling_layout(self.params).encode({  # (N, 1) each: a batch of one value
+            "start_job": (k >= 0)[:, None].astype(float),
+            "job_select": np.clip(k, 0, None)[:, None],
+            "phase_offset": (b / self.params.queue.n_phase_bins)[:, None]})
+        return np.concatenate([power, cooling, sched], axis=1).astype(np.float32)

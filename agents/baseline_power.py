@@ -7,26 +7,15 @@ from typing import Any
 
 import numpy as np
 
-from heatsync.envs._spaces import cooling_segments, encode, smoothing_segments
-from heatsync.physics.plant import rack_max_w
+from heatsync.envs.spaces import smoothing_layout
+from heatsync.physics import rack_max_w
 
 from .baseline_common import Baseline, fixed_physical, physical
 
-__all__ = ["FixedSetpoints", "FirmwareSmoothing", "LowPassStorage", "task_segments"]
+__all__ = ["FixedSetpoints", "FirmwareSmoothing", "LowPassStorage"]
 
 #: state of charge within this of 0 or 1 counts as saturated (the setpoint was not followed)
 SOC_EDGE = 0.01
-
-
-def task_segments(task_name: str, plant) -> list:
-    """The Box layout of a task (without Facility's three scheduling components)."""
-    if task_name == "PowerSmoothing":
-        return smoothing_segments(plant)
-    if task_name == "CoolingDispatch":
-        return cooling_segments(plant)
-    if task_name == "Facility":
-        return smoothing_segments(plant) + cooling_segments(plant)
-    return []
 
 
 class FixedSetpoints(Baseline):
@@ -57,11 +46,11 @@ class FixedSetpoints(Baseline):
         if self.task.name == "PowerAwareScheduling":
             self._action = np.zeros(2, dtype=np.int64)
             return
-        segs = task_segments(self.task.name, self.params.plant)
-        a = encode(fixed_physical(self.params, segs), segs)
-        if self.task.name == "Facility":
-            a = np.concatenate([a, np.float32([-1.0, -1.0, -1.0])])
-        self._action = a
+        layout = self.task.layout(self.params)
+        values = fixed_physical(self.params, layout)
+        # Facility: start no job (start_job off; the other two then do nothing)
+        values.update({s.name: 0.0 for s in layout if s.name not in values})
+        self._action = layout.encode(values)
 
     def _act(self, obs):
         return np.tile(self._action, (obs.shape[0], 1))
@@ -94,8 +83,8 @@ class FirmwareSmoothing(Baseline):
     task_name = "PowerSmoothing"
 
     def _setup(self):
-        self._segs = smoothing_segments(self.params.plant)
-        self._fixed = fixed_physical(self.params, self._segs)
+        self._layout = smoothing_layout(self.params.plant)
+        self._fixed = fixed_physical(self.params, self._layout)
         self._p_max = float(self.params.plant.gpu.p_max_w)
 
     def _act(self, obs):
@@ -108,7 +97,7 @@ class FirmwareSmoothing(Baseline):
         vals["ramp_down_w_per_s"] = physical(self.k("ramp_down_w_per_s", n), n, r)
         vals["uc_gain"] = np.zeros((n, r))
         vals["ups_gain"] = np.zeros((n, 1))
-        return encode(vals, self._segs)
+        return self._layout.encode(vals)
 
 
 class LowPassStorage(Baseline):
@@ -163,8 +152,8 @@ class LowPassStorage(Baseline):
 
     def _setup(self):
         p = self.params.plant
-        self._segs = smoothing_segments(p)
-        self._fixed = fixed_physical(self.params, self._segs)
+        self._layout = smoothing_layout(p)
+        self._fixed = fixed_physical(self.params, self._layout)
         self._rack_max = np.broadcast_to(np.asarray(rack_max_w(p), float), (self.n_racks,))
         self._uc_e = np.broadcast_to(np.asarray(p.ultracap.e_max_j, float), (self.n_racks,))
         self._uc_eta = float(p.ultracap.eta)
@@ -241,4 +230,4 @@ class LowPassStorage(Baseline):
                     ramp_up_w_per_s=np.full((n, r), 1e12), ramp_down_w_per_s=np.full((n, r), 1e12),
                     uc_target_w=uc_target, uc_gain=physical(self.k("uc_gain", n), n, r),
                     ups_target_w=g, ups_gain=np.ones((n, 1)))
-        return encode(vals, self._segs)
+        return self._layout.encode(vals)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from heatsync.physics.plant import rack_max_w
+from heatsync.physics import rack_max_w
 
 from .baseline_common import Baseline
 

@@ -25,7 +25,7 @@ from heatsync.agents import (
     load_policy,
 )
 from heatsync.envs import JaxVectorEnv, make_task
-from heatsync.envs._spaces import cooling_segments, decode, encode, smoothing_segments
+from heatsync.envs.spaces import cooling_layout, smoothing_layout
 
 N = 3
 WARMUP = 60
@@ -34,8 +34,8 @@ WARMUP = 60
 def _rollout(env, policies, steps, seed):
     """Drive row i of ``env`` with ``policies[i]`` (each acting on the whole batch).
 
-    **Returns**: ``(infos, actions)``: per-step info dicts and each policy's
-    batched actions of the first step.
+    **Returns**: ``(infos, actions, obs)``: per-step info dicts, each policy's
+    batched actions of the first step and the last batch of observations.
     """
     obs, _ = env.reset(seed=seed)
     for p in policies:
@@ -49,7 +49,7 @@ def _rollout(env, policies, steps, seed):
         obs, _, term, trunc, info = env.step(rows)
         assert not term.any(), {k: v for k, v in info.items() if k.startswith("cause_")}
         infos.append(info)
-    return infos, first
+    return infos, first, obs
 
 
 def _series(infos, key):
@@ -63,8 +63,8 @@ def smoothing():
     env = JaxVectorEnv("PowerSmoothing-v0", N, scenario="sync-swings", episode__steps=400)
     names = ["fixed", "firmware", "lowpass"]
     pols = [BASELINES["PowerSmoothing"][k](env) for k in names]
-    infos, first = _rollout(env, pols, 400, seed=[7, 7, 7])
-    return dict(env=env, names=names, pols=pols, infos=infos, first=first)
+    infos, first, last = _rollout(env, pols, 400, seed=[7, 7, 7])
+    return dict(env=env, names=names, pols=pols, infos=infos, first=first, last=last)
 
 
 def test_firmware_smoothing__cuts_band_share_versus_noop_on_sync_swings(smoothing):
@@ -100,8 +100,8 @@ def cooling():
     env = JaxVectorEnv("CoolingDispatch-v0", N, scenario="chiller-trip", episode__steps=steps)
     names = ["fixed", "thermostat", "pid"]
     pols = [BASELINES["CoolingDispatch"][k](env) for k in names]
-    infos, first = _rollout(env, pols, steps, seed=[7, 7, 7])
-    return dict(env=env, names=names, pols=pols, infos=infos, first=first)
+    infos, first, last = _rollout(env, pols, steps, seed=[7, 7, 7])
+    return dict(env=env, names=names, pols=pols, infos=infos, first=first, last=last)
 
 
 def test_rule_based_cooling__keeps_junctions_below_slowdown_on_chiller_trip(cooling):
@@ -123,8 +123,8 @@ def scheduling():
     env = JaxVectorEnv("PowerAwareScheduling-v0", N, episode__steps=steps)
     names = ["fcfs", "easy", "greedy"]
     pols = [BASELINES["PowerAwareScheduling"][k](env) for k in names]
-    infos, first = _rollout(env, pols, steps, seed=[7, 7, 7])  # the same job mix in each row
-    return dict(env=env, names=names, pols=pols, infos=infos, first=first)
+    infos, first, last = _rollout(env, pols, steps, seed=[7, 7, 7])  # the same job mix in each row
+    return dict(env=env, names=names, pols=pols, infos=infos, first=first, last=last)
 
 
 def test_easy_backfill__finishes_more_work_than_fcfs_on_the_job_mix(scheduling):
@@ -147,8 +147,8 @@ def facility():
     env = JaxVectorEnv("Facility-v0", N, episode__steps=steps)
     names = ["fixed", "rule", "rule"]
     pols = [BASELINES["Facility"][k](env) for k in names]
-    infos, first = _rollout(env, pols, steps, seed=7)
-    return dict(env=env, names=names, pols=pols, infos=infos, first=first)
+    infos, first, last = _rollout(env, pols, steps, seed=7)
+    return dict(env=env, names=names, pols=pols, infos=infos, first=first, last=last)
 
 
 def test_facility_rule__runs_jobs_with_a_ramp_limited_grid(facility):
@@ -170,7 +170,7 @@ ALL = [(task, name) for task, table in BASELINES.items() for name in table]
 def test_baseline__acts_batched_and_unbatched_in_the_space(task, name, request):
     run = request.getfixturevalue(FIXTURES[task])
     env = run["env"]
-    obs = np.asarray([i["final_obs"] for i in run["infos"][-1:]])[0]  # a late batch of obs
+    obs = run["last"]  # a late batch of obs
     space = env.single_action_space
     batched = BASELINES[task][name](env)
     single = BASELINES[task][name](env.params)
@@ -211,25 +211,31 @@ def test_fixed_setpoints__decode_to_the_scenario_control():
     task = make_task("CoolingDispatch")
     params = task.make_params("chiller-trip")
     a = FixedSetpoints(params, task="CoolingDispatch").act(np.zeros(38, np.float32))
-    phys = decode(a, cooling_segments(params.plant))
+    phys = cooling_layout(params.plant).decode(a)
     for k, v in phys.items():
         np.testing.assert_allclose(v, getattr(params.control, k), rtol=1e-5, atol=1e-4)
 
 
 def test_encode__inverts_decode_with_the_same_clipping():
     params = make_task("PowerSmoothing").make_params()
-    segs = smoothing_segments(params.plant) + cooling_segments(params.plant)
+    segs = smoothing_layout(params.plant) + cooling_layout(params.plant)
     rng = np.random.default_rng(0)
-    a = rng.uniform(-1, 1, sum(s.size for s in segs)).astype(np.float32)
-    phys = {k: np.asarray(v) for k, v in decode(a, segs).items()}
-    np.testing.assert_allclose(encode(phys, segs)[[i for i, _ in _non_step(segs)]],
+    a = rng.uniform(-1, 1, segs.size).astype(np.float32)
+    phys = {k: np.asarray(v) for k, v in segs.decode(a).items()}
+    np.testing.assert_allclose(segs.encode(phys)[[i for i, _ in _non_step(segs)]],
                                a[[i for i, _ in _non_step(segs)]], atol=2e-5)
     too_big = {k: np.asarray(v) * 10.0 + 1e9 for k, v in phys.items()}
-    assert (encode(too_big, segs) == 1.0).all()  # clipped to the top of each range
+    assert (segs.encode(too_big) == 1.0).all()  # clipped to the top of each range
     batch = {k: np.stack([v, v]) for k, v in phys.items()}
-    assert encode(batch, segs).shape == (2, a.size)
+    assert segs.encode(batch).shape == (2, a.size)
     with pytest.raises(ValueError, match="no value for segment"):
-        encode({}, segs)
+        segs.encode({})
+    # the JAX implementation is the same function
+    import jax.numpy as jnp
+
+    np.testing.assert_allclose(np.asarray(segs.encode({k: jnp.asarray(v) for k, v in
+                                                       phys.items()}, xp=jnp)),
+                               segs.encode(phys), atol=1e-6)
 
 
 def _non_step(segs):

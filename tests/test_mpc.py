@@ -15,14 +15,12 @@ from heatsync.agents.mpc import (
     MPC_FACTORIES,
     GradientMPC,
     MPCConfig,
-    encode,
     from_action,
-    segments_for,
+    plant_layout,
     shift_plan,
     to_action,
 )
 from heatsync.envs import JaxVectorEnv
-from heatsync.envs._spaces import decode
 
 #: tiny settings: a 20 s horizon of two 10 s actions, a few Adam steps
 PS_CFG = MPCConfig(horizon_s=20.0, hold_s=10.0, iters=3, iters_first=30, lr=0.2, lr_warm=0.05,
@@ -41,9 +39,9 @@ CD_STEPS = 240
 
 def noop_action(envs):
     """The scenario's fixed setpoints as an env action (what the plant does alone)."""
-    segs = segments_for(envs.task, envs.params)
+    segs = plant_layout(envs.task, envs.params)
     c = envs.params.control
-    a = np.asarray(encode({s.name: getattr(c, s.name) for s in segs}, segs))
+    a = segs.encode({s.name: getattr(c, s.name) for s in segs})
     return np.tile(a, (envs.num_envs, 1)).astype(np.float32)
 
 
@@ -106,9 +104,9 @@ def test_to_action__stays_in_range_and_inverts_encode():
     a = to_action(z)
     assert float(jnp.min(a)) == -1.0 and float(jnp.max(a)) == 1.0
     envs_p = JaxVectorEnv("CoolingDispatch", 1).params
-    segs = segments_for("CoolingDispatch", envs_p)
+    segs = plant_layout("CoolingDispatch", envs_p)
     phys = {"pump_speed": 0.7, "supply_setpoint_c": 38.0, "ln2_valve": 0.25, "ln2_order": 0.0}
-    back = decode(to_action(from_action(encode(phys, segs))), segs)
+    back = segs.decode(to_action(from_action(segs.encode(phys, xp=jnp))))
     for k in ("pump_speed", "supply_setpoint_c", "ln2_valve"):
         np.testing.assert_allclose(float(back[k]), phys[k], rtol=1e-5)
     assert float(back["ln2_order"]) == 0.0
@@ -126,9 +124,9 @@ def test_mpc__actions_stay_in_range(which, request):
     assert np.isfinite(actions).all()
     assert actions.min() >= -1.0 and actions.max() <= 1.0
     assert envs.single_action_space.contains(actions[0, 0])
-    segs = segments_for(envs.task, envs.params)
+    segs = plant_layout(envs.task, envs.params)
     for r in replans:
-        phys = decode(to_action(jnp.asarray(r["plan"][0, 0])), segs)
+        phys = segs.decode(to_action(jnp.asarray(r["plan"][0, 0])))
         for s in segs:
             v = np.asarray(phys[s.name])
             assert (v >= np.asarray(s.lo) - 1e-4 * abs(np.asarray(s.hi))).all()
