@@ -5,8 +5,10 @@
 transfer per batch step, NumPy out. Ended episodes are reset in the same step
 (SB3's convention; the vector env runs in ``SAME_STEP`` autoreset mode):
 ``infos[i]["terminal_observation"]`` holds the last
-observation and ``infos[i]["TimeLimit.truncated"]`` is true only when the time
-limit ended the episode and no termination did.
+observation, ``infos[i]["final_state"]`` the last state (one env's
+:class:`~heatsync.envs.EnvState`, NumPy; what episode KPIs need) and
+``infos[i]["TimeLimit.truncated"]`` is true only when the time limit ended the
+episode and no termination did.
 
 Example::
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import jax
 import numpy as np
 from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
@@ -72,8 +75,10 @@ class SB3VecEnv(VecEnv):
         self._actions = None
         infos = self._split(info, self.info_keys)
         done = term | trunc
+        final = self.venv.final_states(info) if done.any() else None
         for i in np.flatnonzero(done):
             infos[i]["terminal_observation"] = info["final_obs"][i]
+            infos[i]["final_state"] = jax.tree.map(lambda x, i=i: x[i], final)
             infos[i]["TimeLimit.truncated"] = bool(trunc[i] and not term[i])
         return obs, rew, done, infos
 

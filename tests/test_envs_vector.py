@@ -7,6 +7,7 @@ step once; episode lengths are leaves, so changing them does not recompile.
 from __future__ import annotations
 
 import gymnasium
+import jax
 import numpy as np
 import pytest
 from gymnasium.vector import AutoresetMode
@@ -302,3 +303,31 @@ def test_sb3__ppo_learns_2048_steps_on_the_vecenv(env_id):
     obs = venv.reset()
     action, _ = model.predict(obs, deterministic=True)
     assert action.shape == (N, *venv.action_space.shape)
+
+
+def test_sb3__an_ended_envs_info_holds_its_final_state():
+    """The SB3 face carries what the KPI accounting needs at an episode's end: the
+    ended env's last state (its info["final_state"], one env's EnvState), equal to the
+    Gymnasium vector env's final_states(info) row; the env itself already holds the
+    next episode's first state."""
+    a = SB3VecEnv("heatsync/PowerSmoothing-v0", N, episode__steps=5)
+    b = JaxVectorEnv("heatsync/PowerSmoothing-v0", N, episode__steps=5,
+                     autoreset_mode=AutoresetMode.SAME_STEP)
+    a.seed(7)
+    a.reset()
+    b.reset(seed=7)
+    actions = np.zeros((N, *a.action_space.shape), np.float32)
+    for t in range(5):
+        _, _, done, infos = a.step(actions)
+        *_, binfo = b.step(actions)
+        if t < 4:
+            assert not done.any() and all("final_state" not in d for d in infos)
+    assert done.all()
+    expect = b.final_states(binfo)
+    dt = float(a.params.plant.dt_s)
+    for i in range(N):
+        final = infos[i]["final_state"]
+        assert float(final.t) == 5 and float(final.plant.t_s) == pytest.approx(5 * dt)
+        for x, y in zip(jax.tree.leaves(final), jax.tree.leaves(expect), strict=True):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y)[i])
+    assert np.all(np.asarray(a.venv.states.t) == 0)  # reset in the same step

@@ -1,41 +1,32 @@
-"""scripts/train.py: tiny runs of every algorithm, TensorBoard KPIs, seeding, resume,
-config validation, trained models as policies.
+"""heatsync.train (and scripts/train.py over it): tiny runs of every algorithm, TensorBoard
+KPIs, seeding, resume, config validation, trained models as policies, the Python API.
 
-Runs are in-process (``main(argv)``) on 2 envs of 20-step CoolingDispatch episodes,
-so the jitted env compiles once for the whole module.
+Runs are in-process (``cli.main(argv)`` or ``heatsync.train.run(config)``) on 2 envs of
+20-step CoolingDispatch episodes, so the jitted env compiles once for the whole module.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 import json
+import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from heatsync._train import ConfigError, load_hyperparams
+import heatsync.train
 from heatsync.agents.sb3_policy import SB3Policy, load_models
+from heatsync.train import ConfigError, TrainConfig, cli, load_hyperparams
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = "CoolingDispatch-v0"
 OBS_DIM, ACT_DIM = 38, 4
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("heatsync_train_script",
-                                                  ROOT / "scripts" / "train.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-train = _load_script()
 
 #: tiny hyperparameters per algorithm (2 envs, a few hundred steps)
 TINY = {
@@ -101,7 +92,7 @@ class InterruptAt(BaseCallback):
 
 @pytest.mark.parametrize("algo", ["ppo", "a2c", "sac", "td3"])
 def test_train__each_algo_finishes_and_logs_plant_kpis(tmp_path, algo):
-    run = train.main(argv(tmp_path, algo))
+    run = cli.main(argv(tmp_path, algo))
     for f in ("config.yml", "command.txt", "seed.txt", "model.zip", "vecnormalize.pkl",
               "best_model.zip", "evaluations.npz", "eval_kpis.csv", "timing.json"):
         assert (run / f).is_file(), f
@@ -139,7 +130,7 @@ def test_train__each_algo_finishes_and_logs_plant_kpis(tmp_path, algo):
 
 def test_train__same_seed_same_first_actions(tmp_path):
     recs = [Record() for _ in range(3)]
-    runs = [train.main(argv(tmp_path, seed=s, steps=80, extra=["--eval-freq", "0"]),
+    runs = [cli.main(argv(tmp_path, seed=s, steps=80, extra=["--eval-freq", "0"]),
                        callbacks=[r]) for s, r in zip((7, 7, 8), recs, strict=True)]
     np.testing.assert_array_equal(recs[0].first, recs[1].first)
     assert not np.allclose(recs[0].first, recs[2].first)
@@ -151,7 +142,7 @@ def test_train__same_seed_same_first_actions(tmp_path):
 def test_resume__continues_from_last_checkpoint_to_the_same_total(tmp_path):
     run_argv = argv(tmp_path, "sac", steps=240, extra=["--eval-freq", "0"])
     with pytest.raises(KeyboardInterrupt):
-        train.main(run_argv, callbacks=[InterruptAt(120)])
+        cli.main(run_argv, callbacks=[InterruptAt(120)])
     run = tmp_path / "sac-CoolingDispatch-s0"
     assert not (run / "model.zip").exists()
     ckpts = sorted(int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("model_*.zip"))
@@ -159,7 +150,7 @@ def test_resume__continues_from_last_checkpoint_to_the_same_total(tmp_path):
     assert (run / "checkpoints" / "replay_buffer.pkl").is_file()
 
     rec = Record()
-    assert train.main(["--resume", str(run), "--no-progress", "--jax-cache", ""],
+    assert cli.main(["--resume", str(run), "--no-progress", "--jax-cache", ""],
                       callbacks=[rec]) == run
     assert rec.at_start["steps"] == 120
     # replay buffer restored: rows of 2 envs (the interrupted step's row was not stored yet)
@@ -205,7 +196,7 @@ BASE = {"n_envs": 2, "n_timesteps": 100}
 def test_config__bad_yaml_fails_before_training_naming_the_key(tmp_path, doc, words):
     runs = tmp_path / "runs"
     with pytest.raises(ConfigError) as e:
-        train.main(["--conf-file", _write(tmp_path, doc), "--runs-root", str(runs),
+        cli.main(["--conf-file", _write(tmp_path, doc), "--runs-root", str(runs),
                     "--env", ENV, "--no-progress"])
     for w in words:
         assert w in str(e.value), (w, str(e.value))
@@ -222,7 +213,7 @@ def test_config__bad_yaml_fails_before_training_naming_the_key(tmp_path, doc, wo
 ])
 def test_cli__bad_arguments_fail_with_a_clear_message(tmp_path, args, words):
     with pytest.raises(ConfigError) as e:
-        train.main(["--runs-root", str(tmp_path / "runs"), "--no-progress", *args])
+        cli.main(["--runs-root", str(tmp_path / "runs"), "--no-progress", *args])
     for w in words:
         assert w in str(e.value), (w, str(e.value))
     assert not (tmp_path / "runs").exists()
@@ -230,9 +221,9 @@ def test_cli__bad_arguments_fail_with_a_clear_message(tmp_path, args, words):
 
 def test_cli__help_documents_every_argument(capsys):
     with pytest.raises(SystemExit):
-        train.main(["--help"])
+        cli.main(["--help"])
     out = capsys.readouterr().out
-    for f in train.dataclasses.fields(train.Args):
+    for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         assert flag in out, flag
     assert "hyperparameter overrides key=value" in out
@@ -247,3 +238,105 @@ def test_bundled_hyperparams__validate_for_every_task():
                 continue
             hp = load_hyperparams(algo, env_id)
             assert hp["n_envs"] >= 1 and hp["n_timesteps"] >= 1
+
+
+def _config(tmp_path, **kw) -> TrainConfig:
+    """The argv() run of PPO as a TrainConfig (the Python API)."""
+    base = dict(algo="ppo", env=ENV, seed=0, runs_root=str(tmp_path), progress=False,
+                jax_cache="", eval_episodes=2, eval_freq=40, checkpoint_freq=40,
+                env_kwargs={"episode__steps": 20},
+                hyperparams={"n_envs": 2, "n_timesteps": 80, "n_steps": 20, "batch_size": 40,
+                             "n_epochs": 1})
+    return TrainConfig(**{**base, **kw})
+
+
+def test_api__run_returns_the_run_dir_with_its_files(tmp_path):
+    run = heatsync.train.run(_config(tmp_path))
+    assert run == tmp_path / "ppo-CoolingDispatch-s0"
+    for f in ("config.yml", "command.txt", "seed.txt", "model.zip", "vecnormalize.pkl",
+              "best_model.zip", "evaluations.npz", "eval_kpis.csv", "timing.json"):
+        assert (run / f).is_file(), f
+    assert list((run / "tb").iterdir()) and list((run / "checkpoints").glob("model_*.zip"))
+    cfg = yaml.safe_load((run / "config.yml").read_text())
+    assert cfg["hyperparams"]["n_timesteps"] == 80 and cfg["hyperparams"]["n_envs"] == 2
+    assert cfg["args"]["hyperparams"]["n_steps"] == 20
+    assert cfg["hyperparams"]["env_kwargs"] == {"episode__steps": 20}
+    assert "heatsync.train.run(TrainConfig(algo='ppo'" in (run / "command.txt").read_text()
+    assert SB3Policy.load(run, which="final").model.num_timesteps == 80
+
+
+def test_api__key_value_strings_and_mappings_make_the_same_config():
+    a = TrainConfig(hyperparams=["n_envs=2", "policy_kwargs.net_arch=[32, 32]"],
+                    env_kwargs=["episode__steps=20"])
+    b = TrainConfig(hyperparams={"n_envs": 2, "policy_kwargs": {"net_arch": [32, 32]}},
+                    env_kwargs={"episode__steps": 20})
+    assert a == b
+    with pytest.raises(ConfigError, match="--hyperparams: 'n_envs' is not key=value"):
+        TrainConfig(hyperparams=["n_envs"])
+    with pytest.raises(ConfigError, match="expected a mapping or key=value strings"):
+        TrainConfig(env_kwargs="episode__steps=20")
+
+
+def test_api__resume_continues_an_interrupted_run_to_its_total(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        heatsync.train.run(_config(tmp_path, eval_freq=0, hyperparams={
+            "n_envs": 2, "n_timesteps": 120, "n_steps": 20, "batch_size": 40,
+            "n_epochs": 1}), callbacks=[InterruptAt(40)])
+    run = tmp_path / "ppo-CoolingDispatch-s0"
+    assert not (run / "model.zip").exists()
+    rec = Record()
+    again = heatsync.train.run(TrainConfig(resume=str(run), progress=False, jax_cache=""),
+                               callbacks=[rec])
+    assert again == run and rec.at_start["steps"] == 40
+    assert SB3Policy.load(run, which="final").model.num_timesteps == 120
+    assert "resumed from model_40.zip at 40 steps" in (run / "command.txt").read_text()
+
+
+def test_plant_kpis__equal_physics_kpis_of_the_same_episodes():
+    """PlantKPIs folds step by step what physics.compute_kpis gets from the recorded
+    series of the same two episodes per env (a JaxVectorEnv with the same seeds)."""
+    from gymnasium.vector import AutoresetMode
+
+    from heatsync.envs import JaxVectorEnv
+    from heatsync.physics import OUTPUTS, compute_kpis
+    from heatsync.train import KPI_NAMES, make_vec_env
+
+    venv, _ = make_vec_env(f"heatsync/{ENV}", 2, None, {"episode__steps": 20}, False, 0.99)
+    ref = JaxVectorEnv(f"heatsync/{ENV}", 2, episode__steps=20,
+                       autoreset_mode=AutoresetMode.SAME_STEP)
+    venv.seed(5)
+    venv.reset()
+    ref.reset(seed=5)
+    rng = np.random.default_rng(0)
+    keys = (*OUTPUTS, "t_s", "o2_frac", "p_grid_sub_w")
+    got, want = [], []
+    for _ in range(2):
+        s0 = jax.tree.map(np.asarray, ref.states.plant)
+        series = {k: [] for k in keys}
+        for _t in range(20):
+            a = rng.uniform(-1, 1, (2, ACT_DIM)).astype(np.float32)
+            _, _, done, infos = venv.step(a)
+            *_, info = ref.step(a)
+            for k in keys:
+                series[k].append(np.asarray(info[k]))
+        assert done.all()
+        s1 = ref.final_states(info).plant
+        for i in range(2):
+            row = {k: np.stack(v)[:, i] for k, v in series.items()}
+            kp = compute_kpis(ref.params.plant, jax.tree.map(lambda x, i=i: x[i], s0),
+                              jax.tree.map(lambda x, i=i: x[i], s1), row)
+            want.append({**kp, "episode_steps": 20.0})
+            got.append(infos[i]["plant"])
+    for g, w in zip(got, want, strict=True):
+        assert set(g) == set(KPI_NAMES)
+        for k in KPI_NAMES:
+            assert g[k] == pytest.approx(w[k], rel=1e-9, abs=1e-9), k
+    assert got[0] != got[2]  # the second episode is its own (new first state and totals)
+    venv.close()
+
+
+def test_script__is_thin_and_exits_2_naming_a_bad_argument():
+    proc = subprocess.run([sys.executable, "scripts/train.py", "--algo", "dqn"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "train.py: error: unknown algo 'dqn'" in proc.stderr
