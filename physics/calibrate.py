@@ -42,7 +42,7 @@ JVP tangent per parameter, vectorized, one jitted function for the residuals
 and their Jacobian, compiled once per trace length, fit list and series list
 and reused across calls). On a 1 h, 10-substep rollout on CPU it costs 5-10x
 a forward rollout for five parameters, a third to a half of one reverse-mode
-gradient (15-30x a forward rollout; ``scripts/_grad_cost.py``), and needs no
+gradient (15-30x a forward rollout; ``heatsync/perf/grad.py``), and needs no
 memory growing with the horizon. Two optimizers use it:
 
 * ``method="lm"`` (default): Levenberg-Marquardt with Marquardt's diagonal

@@ -1,18 +1,14 @@
-"""scripts/_hlo_profile.py: what it reads from compiled HLO (the operations of each kernel,
+"""heatsync.perf.profile: what it reads from compiled HLO (the operations of each kernel,
 their name scopes and Python call stacks) and how it shares kernel time out, on small
-programs whose answer is known. perf.py's section 6 is built on it."""
+programs whose answer is known. The perf report's section 6 is built on it."""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import _hlo_profile as hp  # noqa: E402
+from heatsync.perf import profile as hp
 
 
 def _inner(x):

@@ -1,11 +1,13 @@
-"""scripts/perf.py --quick runs end to end and its report has every section, a number for
-every figure and the targets. Nothing timed is asserted: the figures depend on the machine.
+"""scripts/perf.py --quick runs end to end, writes where it is told and never over the
+committed results/PERF.md, and its report has every section, a number for every figure
+and the targets. Nothing timed is asserted: the figures depend on the machine.
 
-One subprocess run (a module fixture) serves every test here.
+One subprocess run (a module fixture) serves every test of the report here.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import subprocess
 import sys
@@ -13,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # XLA compiles seven programs: about a minute on 2 cores
+from heatsync.perf import cli
+from heatsync.perf.runner import Probe, SubprocessProbe, settings
 
 ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = ROOT / "results" / "PERF.md"
 NUM = r"-?[0-9][0-9,]*(?:\.[0-9]+)?"
 HEADINGS = ("# heatsync performance", "## Targets", "## Machine",
             "## 1. Batched plant throughput", "## 2. Large hall",
@@ -24,33 +28,82 @@ HEADINGS = ("# heatsync performance", "## Targets", "## Machine",
             "### Operation count: the batched plant's floor", "## 7. What bounds each target")
 
 
+def _digest(path: Path) -> tuple[int, str] | None:
+    """``(mtime_ns, sha256)`` of a file, ``None`` if there is none."""
+    if not path.is_file():
+        return None
+    return path.stat().st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("perf") / "PERF.md"
+    before = _digest(COMMITTED)
     proc = subprocess.run([sys.executable, "scripts/perf.py", "--quick", "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
-    return proc, out
+    return proc, out, before
 
 
 @pytest.fixture(scope="module")
 def report(quick_run) -> str:
-    proc, out = quick_run
+    proc, out, _ = quick_run
     assert proc.returncode == 0, f"rc {proc.returncode}\n{proc.stdout[-3000:]}\n" \
                                  f"{proc.stderr[-5000:]}"
     return out.read_text()
+
+
+def test_cli__quick_writes_apart_from_the_committed_report_unless_told():
+    assert cli.parse_args([]).out == Path("results/PERF.md")
+    quick = cli.parse_args(["--quick"]).out
+    assert quick != Path("results/PERF.md")
+    if (ROOT / ".git").exists():
+        assert subprocess.run(["git", "check-ignore", "-q", str(quick)],
+                              cwd=ROOT).returncode == 0
+    assert cli.parse_args(["--quick", "--out", "x/y.md"]).out == Path("x/y.md")
+
+
+def test_cli__every_probe_of_a_full_run_follows_the_probe_protocol():
+    ps = cli.probes(settings(quick=False))
+    every = [p for v in ps.values() for p in (v if isinstance(v, list) else [v])]
+    assert None not in every  # a full run skips nothing
+    for p in every:
+        assert isinstance(p, Probe), type(p).__name__
+        assert isinstance(p.label, str) and p.label
+        # subprocess probes compile nothing here; every other probe compiles in prepare
+        assert (p.weight == 0) == isinstance(p, SubprocessProbe), type(p).__name__
+
+
+def test_perf_package__reads_the_envs_through_their_public_api_only():
+    # no private module of physics, envs or agents; no private attribute of an env
+    private_module = re.compile(r"\b(?:physics|envs|agents)\._\w+")
+    private_attr = re.compile(r"\b(?:env|venv|vec|senv)\._\w+")
+    for path in sorted((ROOT / "heatsync" / "perf").glob("*.py")):
+        text = path.read_text()
+        assert not private_module.search(text), path.name
+        assert not private_attr.search(text), path.name
+
+
+@pytest.mark.slow  # XLA compiles about twenty programs: a minute or two on 2 cores
+def test_perf_quick__leaves_the_committed_report_alone(quick_run):
+    proc, out, before = quick_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert out.is_file()
+    assert _digest(COMMITTED) == before
 
 
 def _has(text: str, pattern: str) -> None:
     assert re.search(pattern, text, re.MULTILINE), f"no line matches {pattern!r} in:\n{text}"
 
 
+@pytest.mark.slow
 def test_perf_quick__exits_0_and_writes_only_the_report(quick_run, report):
-    proc, out = quick_run
+    proc, out, _ = quick_run
     assert report.strip()
     assert [p.name for p in out.parent.iterdir()] == ["PERF.md"]  # no temp file left behind
     assert "wrote" in proc.stdout
 
 
+@pytest.mark.slow
 def test_perf_quick__has_every_section_and_the_targets(report):
     for heading in HEADINGS:
         _has(report, rf"^{re.escape(heading)}$")
@@ -58,12 +111,14 @@ def test_perf_quick__has_every_section_and_the_targets(report):
     _has(report, r"^\*\*--quick\*\* \(a smoke run")
 
 
+@pytest.mark.slow
 def test_perf_quick__has_the_machine(report):
     _has(report, rf"^- CPU: .+, {NUM} cores available$")
     _has(report, r"^- JAX backend: \w+")
     _has(report, rf"^- versions: python {NUM}.*jax ")
 
 
+@pytest.mark.slow
 def test_perf_quick__has_a_number_for_every_figure_it_measures(report):
     # 1. batched plant at 1 and 64 (1024 and 4096 skipped in --quick), with the target
     for b in (1, 64):
@@ -91,6 +146,7 @@ def test_perf_quick__has_a_number_for_every_figure_it_measures(report):
     _has(report, r"^Skipped with --quick")
 
 
+@pytest.mark.slow
 def test_perf_quick__section_6_has_the_operation_count_floor(report):
     # XLA's cost model of a substep, its transcendentals by function, the machine's rates
     # and the floor they give; the kernel profiles (a subprocess) are skipped in --quick

@@ -12,7 +12,8 @@ count, not by cost: a fusion's exponentials weigh no more than its additions.
 
 The attribution needs the program to run as separate kernels: under heatsync's XLA
 setting a small while loop is one kernel and the profile sees only that. Callers run
-this with ``HEATSYNC_XLA_TUNING=0`` (``scripts/perf.py`` does, in a subprocess).
+this with ``HEATSYNC_XLA_TUNING=0`` (:mod:`heatsync.perf.breakdown` does, in a
+subprocess).
 
 Usage::
 

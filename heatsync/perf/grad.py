@@ -1,5 +1,6 @@
 """Cost of differentiating a rollout: gradient wall time as a multiple of a forward rollout,
-and the memory XLA plans for it, with and without rematerialization of the scan body.
+and the memory XLA plans for it, with and without rematerialization of the scan body
+(section 5 of the report: the :class:`GradCost` probe; and a command line of its own).
 
 Variants (all jitted, warmed up once, then the median of ``--repeats`` runs):
 
@@ -22,8 +23,8 @@ ones to show how it grows.
 
 Run::
 
-    python scripts/_grad_cost.py                  # 1 h, float32, 5 repeats
-    python scripts/_grad_cost.py --x64 --jvp --scaling
+    python -m heatsync.perf.grad                  # 1 h, float32, 5 repeats
+    python -m heatsync.perf.grad --x64 --jvp --scaling
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ import numpy as np
 
 from heatsync.physics import exogenous_at, init_state, load_scenario, replace, rollout, step
 
+from .runner import aot, temp_bytes, timed
+
+__all__ = ["PARAMS", "build", "GradCost", "main"]
+
+#: the plant parameters the gradient is taken with respect to (besides the actions)
 PARAMS = ("coldplate.r_gpu_k_per_w", "cdu.ua_w_per_k", "cdu.pump_rated_w", "ultracap.e_max_j",
           "rejection.eta_ii")
 
@@ -113,11 +119,7 @@ def build(scenario: str, steps: int):
 
 def measure(fn, args, repeats: int) -> dict:
     """Compile (timed), warm up, then the median wall time of ``repeats`` calls."""
-    jf = jax.jit(fn)
-    t0 = time.perf_counter()
-    compiled = jf.lower(*args).compile()
-    t_compile = time.perf_counter() - t0
-    mem = compiled.memory_analysis()
+    compiled, t_compile = aot(fn, *args)
     jax.block_until_ready(compiled(*args))  # warm-up
     times, cpu = [], []
     for _ in range(repeats):
@@ -125,16 +127,51 @@ def measure(fn, args, repeats: int) -> dict:
         out = jax.block_until_ready(compiled(*args))
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
-    finite = all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(out))
     return {"compile_s": t_compile, "median_s": statistics.median(times),
             "cpu_s": statistics.median(cpu), "min_s": min(times),
-            "temp_bytes": getattr(mem, "temp_size_in_bytes", None), "finite": finite}
+            "temp_bytes": temp_bytes(compiled), "finite": _finite(out)}
 
 
-def temp_bytes(fn, args) -> int | None:
-    """XLA's planned temporary memory of ``fn`` at ``args`` (compile only)."""
-    mem = jax.jit(fn).lower(*args).compile().memory_analysis()
-    return getattr(mem, "temp_size_in_bytes", None)
+def _finite(tree) -> bool:
+    return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(tree))
+
+
+class GradCost:
+    """Forward rollout vs its gradient (``chiller-trip``, ``steps`` intervals): wall time,
+    compile time and XLA's planned temporary memory. The gradient is ``build``'s
+    ``grad scan+remat``: reverse mode through a ``lax.scan`` whose per-step body is
+    rematerialized (``jax.checkpoint``)."""
+
+    scenario = "chiller-trip"
+    weight = 14.0  # the gradient's compile (10) and the forward's (4)
+    label = "forward rollout and its gradient"
+
+    def __init__(self, steps: int, repeats: int):
+        self.steps, self.repeats = steps, repeats
+        fns, self.args = build(self.scenario, steps)
+        self.fns = {"forward": fns["forward"], "grad": fns["grad scan+remat"]}
+        self.compiled: dict = {}
+
+    def prepare(self):
+        for name, fn in self.fns.items():
+            compiled, comp = aot(fn, *self.args)
+            res = jax.block_until_ready(compiled(*self.args))
+            self.compiled[name] = {"fn": compiled, "compile_s": comp,
+                                   "temp_bytes": temp_bytes(compiled), "finite": _finite(res)}
+
+    def measure(self) -> dict:
+        out = {"scenario": self.scenario, "steps": self.steps,
+               "dtype": str(jnp.result_type(float)), "n_params": len(PARAMS)}
+        for name in ("forward", "grad"):
+            c = self.compiled[name]
+            wall = timed(lambda fn=c["fn"]: fn(*self.args), self.repeats)
+            out[name] = {"run_s": wall, **{k: c[k] for k in ("compile_s", "temp_bytes",
+                                                             "finite")}}
+        out["multiple"] = out["grad"]["run_s"] / out["forward"]["run_s"]
+        return out
+
+    def summary(self, r: dict) -> str:
+        return f"gradient: {r['multiple']:.1f}x the forward rollout"
 
 
 def _mib(b) -> str:
@@ -189,8 +226,8 @@ def main(argv=None) -> int:
         print(f"{'steps':>7}  " + "  ".join(f"{n:>16}" for n in grads))
         for steps in (args.steps // 4, args.steps // 2, args.steps):
             fs, a = build(args.scenario, steps)
-            row = [res[n]["temp_bytes"] if steps == args.steps else temp_bytes(fs[n], a)
-                   for n in grads]
+            row = [res[n]["temp_bytes"] if steps == args.steps else
+                   temp_bytes(aot(fs[n], *a)[0]) for n in grads]
             print(f"{steps:>7}  " + "  ".join(f"{_mib(b):>16}" for b in row), flush=True)
     return 0
 
