@@ -31,6 +31,7 @@ from .plant import (
     step,
     stored_energy_j,
     stored_heat_j,
+    substep,
 )
 from .scenario import (
     Scenario,
@@ -53,6 +54,7 @@ __all__ = [
     "list_scenarios", "load_scenario", "load_trace", "OUTPUTS", "param", "Params",
     "pytree_dataclass", "rack_max_w", "register_section", "rejection", "replace", "rollout",
     "Scenario", "ScenarioError", "SERIES_STATE", "SimResult", "simulate", "State", "static",
-    "step", "stored_energy_j", "stored_heat_j", "take_row", "totals_of_series", "TraceError",
+    "step", "stored_energy_j", "stored_heat_j", "substep", "take_row", "totals_of_series",
+    "TraceError",
     "ultracap", "units", "ups", "workload",
 ]

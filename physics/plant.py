@@ -279,7 +279,14 @@ OUTPUTS: dict[str, tuple[str, str]] = {
 }
 
 
-def _substep(p: Params, a: Action, exo: Exogenous, prev_uc, prev_ups, s: State, k):
+def substep(p: Params, a: Action, exo: Exogenous, prev_uc, prev_ups, s: State, k):
+    """One integration substep of ``p.h_s`` seconds: :func:`step`'s scan body.
+
+    ``prev_uc``/``prev_ups`` (W) are the storage setpoints of the previous control step,
+    which ramp to ``a``'s over the ``p.n_sub`` substeps; ``k`` is this substep's index
+    (float). Returns the next state and this substep's outputs. Public for profiling
+    (``heatsync.perf``); a controller calls :func:`step`.
+    """
     h = p.h_s
     g, cp, lp = p.gpu, p.coldplate, p.ln2
     f = s.t_supply_c.dtype
@@ -491,7 +498,7 @@ def step(p: Params, s: State, a: Action, exo: Exogenous):
 
     def body(carry, k):
         state, acc = carry
-        state, out = _substep(p, a, exo, prev_uc, prev_ups, state, k)
+        state, out = substep(p, a, exo, prev_uc, prev_ups, state, k)
         with jax.named_scope("accumulate"):
             acc = {name: _FOLD[how](acc[name], out[name]) for name, (how, _) in OUTPUTS.items()}
         return (state, acc), out["p_grid_w"]

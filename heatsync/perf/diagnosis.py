@@ -53,7 +53,7 @@ def render_breakdown(r: dict) -> list[str]:
         per_core = roof["bound_env_steps_per_s_per_core"]
         cores = r["machine"]["cores"]
         out += ["### Operation count: the batched plant's floor", "",
-                f"XLA's cost model of one substep (`plant._substep` compiled alone, batch 1): "
+                f"XLA's cost model of one substep (`plant.substep` compiled alone, batch 1): "
                 f"{c['flops']:,.0f} flops, {c['transcendentals']:,.0f} transcendentals and "
                 f"{c['bytes']:,.0f} bytes accessed per env. The transcendentals by function "
                 f"(from the compiled HLO): {', '.join(f'`{k}` {v:,}' for k, v in tr.items())}; "

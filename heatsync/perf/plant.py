@@ -11,7 +11,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from heatsync.physics import clip_action, exogenous_at, load_scenario, plant, rollout, step
+from heatsync.physics import (
+    clip_action,
+    exogenous_at,
+    load_scenario,
+    rollout,
+    step,
+    substep,
+)
 
 from . import profile as hp
 from .runner import SubprocessProbe, aot, cores, tile, timed, xla_cost
@@ -175,9 +182,9 @@ class Roof:
     def prepare(self):
         p, s, control, exo = _step_inputs()
         a = clip_action(p, control)
-        # plant._substep: physics has no public substep; step's scan body, compiled alone
-        sub, _ = aot(lambda a, exo, s, k: plant._substep(p, a, exo, a.uc_target_w,
-                                                          a.ups_target_w, s, k),
+        # physics.substep: step's scan body, compiled alone
+        sub, _ = aot(lambda a, exo, s, k: substep(p, a, exo, a.uc_target_w, a.ups_target_w,
+                                                  s, k),
                      a, exo, s, jnp.zeros((), jnp.float32))
         self.n_sub = int(p.n_sub)
         self.cost = xla_cost(sub)

@@ -35,7 +35,7 @@ from collections.abc import Callable
 
 import jax
 
-# the stages of heatsync.physics.plant._substep and step, and the rollout's exogenous
+# the stages of heatsync.physics.plant.substep and step, and the rollout's exogenous
 # inputs (their jax.named_scope names), in the order the substep runs them
 STAGES = ("exogenous", "sources", "clocks", "gpu_power", "shedding", "ultracap", "heat",
           "ups_grid", "trips", "ln2", "jobs", "outputs", "accumulate")
@@ -206,7 +206,7 @@ def is_lockstep(op_name: str) -> bool:
     return LOCKSTEP in op_name.split("/")
 
 
-def function(stack: tuple, within: str = "_substep") -> str:
+def function(stack: tuple, within: str = "substep") -> str:
     """``module.function`` that emitted an operation: the function ``within`` called, if
     the stack passes through ``within`` (``within`` itself for its own lines); otherwise
     the innermost function of the stack."""
