@@ -9,6 +9,7 @@ from .calibrate import CalibrationError, CalibrationResult, calibrate, fittable_
 from .exogenous import FAULT_KINDS, Exogenous, ExoParams, exogenous_at
 from .kpis import (
     KPI_DOC,
+    TOTALED,
     add_interval,
     band_share_fft,
     compute_kpis,
@@ -50,7 +51,7 @@ __all__ = [
     "CalibrationError", "CalibrationResult", "cdu", "check_number", "clip_action", "coldplate",
     "compute_kpis", "cryo", "deep_merge", "default_action", "DEFAULT_SUPPLY_SETPOINT_C",
     "empty_totals", "Exogenous", "exogenous_at", "ExoParams", "FAULT_KINDS", "field_info",
-    "fittable_params", "gpu", "grid", "init_state", "KPI_DOC", "kpis_from_totals",
+    "fittable_params", "gpu", "grid", "init_state", "KPI_DOC", "TOTALED", "kpis_from_totals",
     "list_scenarios", "load_scenario", "load_trace", "OUTPUTS", "param", "Params",
     "pytree_dataclass", "rack_max_w", "register_section", "rejection", "replace", "rollout",
     "Scenario", "ScenarioError", "SERIES_STATE", "SimResult", "simulate", "State", "static",

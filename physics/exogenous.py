@@ -32,10 +32,16 @@ import jax.numpy as jnp
 from ._pytree import param, pytree_dataclass
 from .units import SECONDS_PER_HOUR
 
-__all__ = ["FAULT_KINDS", "ExoParams", "Exogenous", "exogenous_at", "hour_of_day"]
+__all__ = ["FAULT_KINDS", "ExoParams", "Exogenous", "exogenous_at", "hour_of_day",
+           "faults_active", "FAULT_MAGNITUDE"]
 
 FAULT_KINDS = ("chiller-trip", "pump-failure", "grid-outage", "heat-wave", "vent-failure",
                "sync-start")
+#: allowed magnitude range of each fault kind
+FAULT_MAGNITUDE = {
+    "chiller-trip": (0.0, 1.0), "pump-failure": (0.0, 1.0), "grid-outage": (0.0, 1.0),
+    "heat-wave": (0.0, 30.0), "vent-failure": (0.0, 1.0), "sync-start": (1.0, 2.0),
+}
 TRACE_COLUMNS = ("ambient_c", "price_usd_per_kwh", "carbon_g_per_kwh", "load_scale", "grid_up")
 
 
@@ -122,6 +128,11 @@ def _active(xp: ExoParams, kind: int, t_s):
     on = (xp.fault_kind == idx) & (t_s >= xp.fault_start_s) & (
         t_s < xp.fault_start_s + xp.fault_duration_s)
     return on
+
+
+def faults_active(xp: ExoParams, t_s):
+    """Whether a fault of each kind of :data:`FAULT_KINDS` is active at ``t_s`` (bool (K,))."""
+    return jnp.stack([jnp.any(_active(xp, k, t_s)) for k in FAULT_KINDS])
 
 
 def hour_of_day(xp: ExoParams, t_s):

@@ -18,10 +18,10 @@ import numpy as np
 
 from . import grid as _grid
 from . import ups as _ups
-from .plant import OUTPUTS, Params, State, stored_energy_j, stored_heat_j
+from .plant import OUTPUTS, PER_RACK_OUTPUTS, Params, State, stored_energy_j, stored_heat_j
 from .units import J_PER_KWH, W_PER_KW
 
-__all__ = ["KPI_DOC", "empty_totals", "add_interval", "totals_of_series", "take_row",
+__all__ = ["KPI_DOC", "TOTALED", "empty_totals", "add_interval", "totals_of_series", "take_row",
            "kpis_from_totals", "compute_kpis", "band_share_fft"]
 
 KPI_DOC: dict[str, str] = {
@@ -71,6 +71,8 @@ KPI_DOC: dict[str, str] = {
     "heat_balance_rel_error": "|heat produced - rejected - d(stored heat)| / heat produced",
 }
 
+#: the outputs the episode totals fold: the scalar ones (per-rack outputs are series only)
+TOTALED = {k: v for k, v in OUTPUTS.items() if k not in PER_RACK_OUTPUTS}
 _START = {"sum": 0.0, "mean": 0.0, "max": -np.inf, "min": np.inf}
 _FOLD = {"sum": np.add, "mean": np.add, "max": np.maximum, "min": np.minimum}
 #: totals kept beside the OUTPUTS: intervals counted, intervals ending below the O2 alarm
@@ -78,10 +80,10 @@ _COUNTS = ("steps", "o2_hazard_steps")
 
 
 def empty_totals(n: int | None = None) -> dict[str, np.ndarray]:
-    """Totals of no interval yet: one float64 entry per :data:`OUTPUTS` key (its fold's
+    """Totals of no interval yet: one float64 entry per :data:`TOTALED` key (its fold's
     identity) plus ``steps`` and ``o2_hazard_steps``; shape ``(n,)`` or scalar."""
     shape = () if n is None else (int(n),)
-    tot = {k: np.full(shape, _START[how]) for k, (how, _) in OUTPUTS.items()}
+    tot = {k: np.full(shape, _START[how]) for k, (how, _) in TOTALED.items()}
     tot.update({k: np.zeros(shape) for k in _COUNTS})
     return tot
 
@@ -89,13 +91,13 @@ def empty_totals(n: int | None = None) -> dict[str, np.ndarray]:
 def add_interval(tot: dict, out: dict, p: Params, mask=None) -> dict:
     """Fold one control interval into ``tot`` in place (and return it).
 
-    **Arguments**: ``out`` holds every :data:`OUTPUTS` key and ``o2_frac`` (the room
+    **Arguments**: ``out`` holds every :data:`TOTALED` key and ``o2_frac`` (the room
     oxygen at the interval's end), scalars or batched like ``tot``; ``mask`` (bool,
     batched) leaves the rows where it is false unchanged (ended episodes).
     """
     keep = None if mask is None else np.asarray(mask, bool)
     alarm = float(p.ln2.o2_alarm_frac)
-    for k, (how, _) in OUTPUTS.items():
+    for k, (how, _) in TOTALED.items():
         new = _FOLD[how](tot[k], np.asarray(out[k], np.float64))
         tot[k] = new if keep is None else np.where(keep, new, tot[k])
     add = {"steps": 1.0, "o2_hazard_steps": (np.asarray(out["o2_frac"]) < alarm) * 1.0}
@@ -107,7 +109,7 @@ def add_interval(tot: dict, out: dict, p: Params, mask=None) -> dict:
 def totals_of_series(series: dict, p: Params) -> dict[str, float]:
     """Totals of a recorded run (a leading time axis on each series)."""
     tot = {}
-    for k, (how, _) in OUTPUTS.items():
+    for k, (how, _) in TOTALED.items():
         v = np.asarray(series[k], np.float64)
         tot[k] = float(v.sum() if how in ("sum", "mean") else v.max() if how == "max"
                        else v.min())

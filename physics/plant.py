@@ -49,9 +49,9 @@ from ._pytree import param, pytree_dataclass, replace, static
 from .exogenous import Exogenous
 from .units import J_PER_KWH, L_PER_M3
 
-__all__ = ["Params", "State", "Action", "OUTPUTS", "init_state", "default_action", "step",
-           "clip_action", "actuator_ranges", "stored_energy_j", "stored_heat_j", "rack_max_w",
-           "DEFAULT_SUPPLY_SETPOINT_C"]
+__all__ = ["Params", "State", "Action", "OUTPUTS", "PER_RACK_OUTPUTS", "init_state",
+           "default_action", "step", "clip_action", "actuator_ranges", "stored_energy_j",
+           "stored_heat_j", "rack_max_w", "DEFAULT_SUPPLY_SETPOINT_C"]
 
 #: coolant supply setpoint of the fixed controls and of a plant at rest (Blackwell W32
 #: liquid-cooling class, PHYSICS.md "supply temperature")
@@ -249,8 +249,10 @@ OUTPUTS: dict[str, tuple[str, str]] = {
     "p_grid_max_w": ("max", "largest grid draw, W"),
     "p_it_mean_w": ("mean", "mean IT power, W"),
     "p_it_max_w": ("max", "largest IT power, W"),
-    "ramp_max_w_per_s": ("max", "largest grid ramp between substeps, W/s"),
-    "ramp_violation_s": ("sum", "s with the grid ramp above its limit"),
+    "ramp_max_w_per_s": ("max", "largest grid ramp between substeps with the grid up on "
+                                "both sides, W/s"),
+    "ramp_violation_s": ("sum", "s with the grid ramp above its limit (grid up on both "
+                                "sides of the substep)"),
     "q_it_j": ("sum", "J of heat produced (IT plus pump work)"),
     "q_air_j": ("sum", "J of heat rejected by air cooling"),
     "q_dry_j": ("sum", "J of heat rejected by the dry cooler"),
@@ -276,6 +278,8 @@ OUTPUTS: dict[str, tuple[str, str]] = {
     "carbon_kg": ("sum", "kg CO2 of grid and generator energy"),
     "uc_throughput_j": ("sum", "J through the ultracapacitors (both directions)"),
     "ups_throughput_j": ("sum", "J through the UPS battery (both directions)"),
+    "e_ups_j": ("sum", "J the UPS delivered to the bus (charging counts negative)"),
+    "p_rack_mean_w": ("mean", "mean IT power of each rack, W (shape (R,))"),
 }
 
 
@@ -345,7 +349,7 @@ def substep(p: Params, a: Action, exo: Exogenous, prev_uc, prev_ups, s: State, k
 
     # shed IT if the UPS cannot carry a gap
     with jax.named_scope("shedding"):
-        p_dis_lim, _ = _ups.limits(p.ups, s.ups, h)
+        p_dis_lim, _ = _ups.limits(p.ups, s.ups, h, source_ok)
         it_unit = jnp.sum(p_rack) * (1.0 / p.grid.eta_dist + cp.air_frac / cp.cop_air)
         pump_frac = jnp.where(source_ok > 0.5, 1.0,
                               jnp.clip(p_dis_lim / jnp.maximum(p_pump, 1e-9), 0.0, 1.0))
@@ -394,9 +398,12 @@ def substep(p: Params, a: Action, exo: Exogenous, prev_uc, prev_ups, s: State, k
         p_grid = p_source * exo.grid_up
         p_gen = p_source * (1.0 - exo.grid_up)
         dist_loss = jnp.sum(p_bus) * (1.0 / p.grid.eta_dist - 1.0)
-        gs = _grid.update_quality(p.grid, s.grid, p_grid, h)
+        # the loss of the grid and its return are source transfers, not ramps
+        connected = (exo.grid_up > 0.5) & (outage_before <= 0.0)
+        gs = _grid.update_quality(p.grid, s.grid, p_grid, h, connected)
         gs = replace(gs, outage_s=outage_s)
         ramp = jnp.abs(p_grid - jnp.where(s.grid.started > 0.5, s.grid.p_prev_w, p_grid)) / h
+        ramp = jnp.where(connected, ramp, 0.0)
 
     # trips, throttling
     with jax.named_scope("trips"):
@@ -473,10 +480,15 @@ def substep(p: Params, a: Action, exo: Exogenous, prev_uc, prev_ups, s: State, k
             * kwh / 1000.0,  # g -> kg
             "uc_throughput_j": jnp.sum(jnp.abs(p_uc)) * h,
             "ups_throughput_j": jnp.abs(p_b) * h,
+            "e_ups_j": p_b * h,
+            "p_rack_mean_w": p_it,
             "p_grid_w": p_grid,
         }
     return new, out
 
+
+#: outputs with one value per rack (R,); every other output is a scalar
+PER_RACK_OUTPUTS = ("p_rack_mean_w",)
 
 _FOLD = {"sum": jnp.add, "mean": jnp.add, "max": jnp.maximum, "min": jnp.minimum}
 _INIT = {"sum": 0.0, "mean": 0.0, "max": -jnp.inf, "min": jnp.inf}
@@ -494,7 +506,8 @@ def step(p: Params, s: State, a: Action, exo: Exogenous):
     prev_uc = jnp.where(first, a.uc_target_w, s.uc_target_prev_w)
     prev_ups = jnp.where(first, a.ups_target_w, s.grid.p_ups_target_prev_w)
 
-    init = {name: jnp.asarray(_INIT[how], s.t_supply_c.dtype) for name, (how, _) in OUTPUTS.items()}
+    init = {name: jnp.full((p.n_racks,) if name in PER_RACK_OUTPUTS else (), _INIT[how],
+                           s.t_supply_c.dtype) for name, (how, _) in OUTPUTS.items()}
 
     def body(carry, k):
         state, acc = carry

@@ -38,7 +38,8 @@ import yaml
 from . import plant as _plant
 from . import workload as _wl
 from ._pytree import field_info
-from .exogenous import FAULT_KINDS, TRACE_COLUMNS, ExoParams
+from .distribution import Distribution, parse_randomize
+from .exogenous import FAULT_KINDS, FAULT_MAGNITUDE, TRACE_COLUMNS, ExoParams
 from .trace import TraceError, load_trace
 
 __all__ = ["Scenario", "ScenarioError", "load_scenario", "list_scenarios", "register_section",
@@ -46,11 +47,7 @@ __all__ = ["Scenario", "ScenarioError", "load_scenario", "list_scenarios", "regi
 
 #: the sections physics reads itself
 SECTIONS = ("name", "description", "extends", "plant", "exogenous", "jobs", "faults",
-            "deliveries", "control")
-FAULT_MAGNITUDE = {
-    "chiller-trip": (0.0, 1.0), "pump-failure": (0.0, 1.0), "grid-outage": (0.0, 1.0),
-    "heat-wave": (0.0, 30.0), "vent-failure": (0.0, 1.0), "sync-start": (1.0, 2.0),
-}
+            "deliveries", "control", "randomize")
 CONTROL_KEYS = tuple(f.name for f in dataclasses.fields(_plant.Action))
 
 
@@ -82,7 +79,9 @@ class Scenario:
 
     Attributes: ``name``, ``description``, ``params`` (:class:`Params`),
     ``exo`` (:class:`ExoParams`), ``jobs`` (initial :class:`WorkloadState`),
-    ``control`` (fixed-setpoint :class:`Action`), ``sections`` (the validated
+    ``control`` (fixed-setpoint :class:`Action`), ``distribution`` (the
+    :class:`~heatsync.physics.distribution.Distribution` of its ``randomize`` section,
+    ``None`` for a fixed scenario), ``sections`` (the validated
     values of the sections other layers registered, by name), ``config`` (the
     resolved YAML as a dict).
     """
@@ -93,6 +92,7 @@ class Scenario:
     exo: ExoParams
     jobs: _wl.WorkloadState
     control: _plant.Action
+    distribution: Distribution | None
     sections: dict
     config: dict
 
@@ -291,7 +291,11 @@ def _build(cfg: dict, path: Path | None) -> Scenario:
         jobs_cfg = [{"racks": "all"}]
     if not isinstance(jobs_cfg, list):
         raise _err("jobs", "expected a list of jobs")
-    plant_cfg.setdefault("n_jobs", max(1, len(jobs_cfg)))
+    rand = cfg.get("randomize")
+    count = ((rand.get("jobs") or {}).get("count", 1) if isinstance(rand, dict) else 1)
+    count_hi = max(count) if isinstance(count, list) and count else count
+    plant_cfg.setdefault("n_jobs", max(1, len(jobs_cfg),
+                                       count_hi if isinstance(count_hi, int) else 1))
     params = _build_dataclass(_plant.Params, plant_cfg, "plant", n_racks)
     if params.n_jobs < len(jobs_cfg):
         raise _err("plant.n_jobs", f"{params.n_jobs} slots for {len(jobs_cfg)} jobs")
@@ -299,13 +303,15 @@ def _build(cfg: dict, path: Path | None) -> Scenario:
     jobs, starts, stops = _build_jobs(jobs_cfg, params)
     exo = _build_exo(cfg, params, starts, stops, path)
     control = _build_control(cfg.get("control") or {}, params)
+    distribution = parse_randomize(rand, params, _err, check_number)
     sections = {k: validate(cfg.get(k), _err) for k, validate in _EXTRA_SECTIONS.items()}
     resolved = copy.deepcopy(cfg)
     resolved["name"] = name
     resolved.setdefault("control", {})
     return Scenario(
         name=name, description=str(cfg.get("description", "")), params=params, exo=exo,
-        jobs=jobs, control=control, sections=sections, config=resolved,
+        jobs=jobs, control=control, distribution=distribution, sections=sections,
+        config=resolved,
     )
 
 

@@ -21,7 +21,8 @@ import jax.numpy as jnp
 from ._math import safe_pow
 from ._pytree import param, pytree_dataclass, replace
 
-__all__ = ["UpsParams", "UpsState", "init_ups", "limits", "dispatch", "age"]
+__all__ = ["UpsParams", "UpsState", "init_ups", "limits", "dispatch", "age", "reserve_j",
+           "floor_j", "pending_half_cycle"]
 
 SECONDS_PER_YEAR = 365.25 * 86400.0
 
@@ -47,6 +48,12 @@ class UpsParams:
                                        doc="calendar life at rest", source="est")
     reversal_deadband_w: float = param(1000.0, 0.0, 1e9, unit="W",
                                        doc="|P| below which direction is unchanged", source="est")
+    reserve_s: float = param(45.0, 0.0, 3600.0, unit="s",
+                             doc="ride-through reserve: seconds of the rated power (p_max_w) "
+                                 "kept for an outage; with a source present the battery "
+                                 "discharges only above it",
+                             source="PHYSICS.md UPS ride-through reserve: load x (generator "
+                                    "start 30 s + margin 15 s) (est)")
 
 
 @pytree_dataclass
@@ -64,9 +71,23 @@ def init_ups(up: UpsParams) -> UpsState:
     return UpsState(e_j=e0, direction=z, e_turn_j=e0, cycle_life_used=z, calendar_life_used=z)
 
 
-def limits(up: UpsParams, us: UpsState, h_s):
-    """``(discharge_limit_w, charge_limit_w)`` for the substep, from power and energy."""
+def reserve_j(up: UpsParams):
+    """Energy kept for ride-through (J): ``reserve_s`` of the rated power, delivered."""
+    return up.reserve_s * up.p_max_w / up.eta_discharge
+
+
+def floor_j(up: UpsParams, source_ok):
+    """The lowest energy the battery may discharge to (J): the ride-through reserve (at
+    least ``e_min``) while a source is present, ``e_min`` during an outage."""
     e_min = up.e_min_frac * up.e_max_j
+    return jnp.where(source_ok > 0.5, jnp.maximum(e_min, jnp.minimum(reserve_j(up), up.e_max_j)),
+                     e_min)
+
+
+def limits(up: UpsParams, us: UpsState, h_s, source_ok=1.0):
+    """``(discharge_limit_w, charge_limit_w)`` for the substep, from power and energy
+    (discharge down to :func:`floor_j`)."""
+    e_min = floor_j(up, source_ok)
     p_dis = jnp.minimum(up.p_max_w, jnp.maximum(us.e_j - e_min, 0.0) * up.eta_discharge / h_s)
     p_ch = jnp.minimum(up.p_max_w, jnp.maximum(up.e_max_j - us.e_j, 0.0) / (up.eta_charge * h_s))
     return p_dis, p_ch
@@ -81,7 +102,7 @@ def dispatch(up: UpsParams, us: UpsState, demand_w, ups_bus_w, target_w, gain, s
     **Returns**: ``(p_b_w, new_state, loss_w)``; ``p_b_w`` positive discharges
     onto the UPS bus and never exceeds that bus's demand (no export).
     """
-    p_dis, p_ch = limits(up, us, h_s)
+    p_dis, p_ch = limits(up, us, h_s, source_ok)
     request = jnp.where(source_ok > 0.5, gain * (demand_w - target_w), ups_bus_w)
     p = jnp.clip(request, -p_ch * source_ok, jnp.minimum(p_dis, ups_bus_w))
     pd = jnp.maximum(p, 0.0)

@@ -52,7 +52,8 @@ def test_default__is_a_megawatt_pod_of_eight_nvl72_racks(scenarios):
         ({"control": {"pump_sped": 1.0}}, "control.pump_sped", "unknown setpoint"),
         ({"control": {"supply_setpoint_c": 80.0}}, "control.supply_setpoint_c", "[10.0, 45.0]"),
         ({"episode": {"steps": 0}}, "episode.steps", "[1, 10000000]"),
-        ({"reward": {"energy": 1.0}}, "reward.energy", "unknown weight"),
+        ({"reward": {"energy": 1.0}}, "reward.energy", "unknown price"),
+        ({"reward": {"gpu_hour_usd": -1.0}}, "reward.gpu_hour_usd", "[0.0, 10000.0]"),
         ({"plantt": {}}, "plantt", "unknown section"),
     ],
 )
