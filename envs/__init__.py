@@ -19,7 +19,7 @@ object), :mod:`~heatsync.envs.observations` (observation pieces and scales),
 
 from . import config as config  # registers the episode and reward scenario sections
 from ._queue import QueueParams, QueueState
-from .config import episode_steps, reward_weights
+from .config import episode_steps, reward_prices
 from .cooling_dispatch import CoolingDispatch, CoolingDispatchEnv
 from .drive import TRACE_COUNTS, Entry, Flat
 from .facility import Facility, FacilityEnv
@@ -27,19 +27,21 @@ from .observations import OBS_BOUND
 from .power_smoothing import PowerSmoothing, PowerSmoothingEnv
 from .registration import ENV_IDS
 from .registry import TASK_SPECS, TaskSpec, make_task, register_envs, task_names, task_spec
-from .reward import REWARD_KEYS, Normalizers, Reward, default_normalizers
+from .reward import PRICE_KEYS, Prices, Reward
+from .rollout import RolloutResult, rollout
 from .scheduling import PowerAwareScheduling, PowerAwareSchedulingEnv
 from .spaces import ActionLayout, Segment, check_action
-from .task import AutoReset, EnvParams, EnvState, RewardWeights, Task
+from .task import ACTION_MODES, AutoReset, EnvParams, EnvState, FilterParams, Memory, Task
 from .vector import JaxVectorEnv
 
 __all__ = [
-    "ActionLayout", "AutoReset", "CoolingDispatch", "CoolingDispatchEnv", "ENV_IDS", "Entry",
-    "EnvParams", "EnvState", "Facility", "FacilityEnv", "Flat", "JaxVectorEnv", "Normalizers",
-    "OBS_BOUND", "PowerAwareScheduling", "PowerAwareSchedulingEnv", "PowerSmoothing",
-    "PowerSmoothingEnv", "QueueParams", "QueueState", "REWARD_KEYS", "Reward", "RewardWeights",
-    "SB3VecEnv", "Segment", "TASK_SPECS", "TRACE_COUNTS", "Task", "TaskSpec", "check_action",
-    "default_normalizers", "episode_steps", "make_task", "register_envs", "reward_weights",
+    "ACTION_MODES", "ActionLayout", "AutoReset", "CoolingDispatch", "CoolingDispatchEnv",
+    "RolloutResult", "rollout",
+    "ENV_IDS", "Entry", "EnvParams", "EnvState", "Facility", "FacilityEnv", "FilterParams",
+    "Flat", "JaxVectorEnv", "Memory", "OBS_BOUND", "PRICE_KEYS", "PowerAwareScheduling",
+    "PowerAwareSchedulingEnv", "PowerSmoothing", "PowerSmoothingEnv", "Prices", "QueueParams",
+    "QueueState", "Reward", "SB3VecEnv", "Segment", "TASK_SPECS", "TRACE_COUNTS", "Task",
+    "TaskSpec", "check_action", "episode_steps", "make_task", "register_envs", "reward_prices",
     "task_names", "task_spec",
 ]
 

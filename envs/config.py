@@ -4,19 +4,19 @@ Importing this module registers both with :func:`heatsync.physics.register_secti
 (``import heatsync`` does), so :func:`heatsync.load_scenario` validates them with the
 rest of the scenario, before any tracing::
 
-    episode: {steps: 3600}            # the time limit, control intervals
-    reward: {energy_cost: 1.0, ...}   # weights of the reward terms (REWARD_KEYS)
+    episode: {steps: 3600}                # the time limit, control intervals
+    reward: {gpu_hour_usd: 4.0, ...}      # prices of the USD reward (heatsync.envs.Prices)
 
-:func:`episode_steps` and :func:`reward_weights` read them from a loaded scenario.
+:func:`episode_steps` and :func:`reward_prices` read them from a loaded scenario.
 """
 
 from __future__ import annotations
 
 from heatsync.physics import Scenario, check_number, register_section
 
-from .reward import REWARD_KEYS
+from .reward import PRICE_KEYS, Prices
 
-__all__ = ["EPISODE_KEYS", "DEFAULT_EPISODE_STEPS", "episode_steps", "reward_weights"]
+__all__ = ["EPISODE_KEYS", "DEFAULT_EPISODE_STEPS", "episode_steps", "reward_prices"]
 
 #: keys of the ``episode`` section and their allowed ranges
 EPISODE_KEYS = {"steps": (1, 10_000_000)}
@@ -38,13 +38,15 @@ def _episode(value, err) -> dict:
 def _reward(value, err) -> dict:
     value = {} if value is None else value
     if not isinstance(value, dict):
-        raise err("reward", "expected a mapping of weights")
-    weights = dict(REWARD_KEYS)
+        raise err("reward", "expected a mapping of prices (USD)")
+    fields = Prices.__dataclass_fields__
+    prices = {}
     for k, v in value.items():
-        if k not in REWARD_KEYS:
-            raise err(f"reward.{k}", f"unknown weight; allowed: {', '.join(REWARD_KEYS)}")
-        weights[k] = float(check_number(f"reward.{k}", v, 0.0, 1e9))
-    return weights
+        if k not in PRICE_KEYS:
+            raise err(f"reward.{k}", f"unknown price; allowed: {', '.join(PRICE_KEYS)}")
+        meta = fields[k].metadata
+        prices[k] = float(check_number(f"reward.{k}", v, meta["lo"], meta["hi"]))
+    return prices
 
 
 register_section("episode", _episode)
@@ -56,6 +58,7 @@ def episode_steps(sc: Scenario) -> int:
     return int(sc.sections["episode"]["steps"])
 
 
-def reward_weights(sc: Scenario) -> dict[str, float]:
-    """Every reward weight of the scenario (its ``reward`` section over the defaults)."""
-    return dict(sc.sections["reward"])
+def reward_prices(sc: Scenario) -> Prices:
+    """The scenario's :class:`~heatsync.envs.reward.Prices` (its ``reward`` section over
+    the defaults)."""
+    return Prices(**sc.sections["reward"])

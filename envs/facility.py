@@ -8,11 +8,13 @@ from heatsync.physics import replace
 
 from . import observations as _obs
 from ._gym import HeatsyncEnv
+from .cooling_dispatch import cooling_layout
+from .power_smoothing import smoothing_action, smoothing_layout
 from .registry import task_spec
-from .reward import REWARD_KEYS, Reward
+from .reward import BENEFITS, COSTS, PENALTIES, Reward
 from .scheduling import _with_slots
-from .spaces import ActionLayout, Segment, cooling_layout, smoothing_layout
-from .task import Task
+from .spaces import ActionLayout, Segment
+from .task import Task, _per_rack
 
 __all__ = ["Facility", "FacilityEnv", "scheduling_layout"]
 
@@ -20,31 +22,31 @@ __all__ = ["Facility", "FacilityEnv", "scheduling_layout"]
 def scheduling_layout(params) -> ActionLayout:
     """The three job-placement components at the end of a Facility action."""
     q = params.queue.n_visible
-    return ActionLayout([Segment("start_job", 1, 0.0, 1.0, "step", "start if > 0"),
-                         Segment("job_select", 1, 0.0, float(q - 1), "bins", "visible job"),
-                         Segment("phase_offset", 1, 0.0, 1.0, "lin", "of a period")])
+    return ActionLayout([Segment("defer_job", 1, 0.0, 1.0, "step", "defer if > 0"),
+                         Segment("job_select", 1, 0.0, float(q - 1), "center", "visible job",
+                                 0.0),
+                         Segment("phase_offset", 1, 0.0, 1.0, "center", "of a period", 0.0)])
 
 
 class Facility(Task):
     """Functional Facility task (see :class:`FacilityEnv` for the tables)."""
 
     spec = task_spec("Facility")
-    reward = Reward(tuple(REWARD_KEYS), terminal=("trip", "hazard"))
+    reward = Reward(tuple(k for k in (*BENEFITS, *COSTS, *PENALTIES) if k != "unserved")
+                    + ("unserved",), terminal=("trip", "hazard"))
     has_queue = True
 
     def load(self, scenario=None, **overrides):
         return _with_slots(self, scenario, overrides)
 
     def layout(self, params):
-        return (smoothing_layout(params.plant) + cooling_layout(params.plant)
-                + scheduling_layout(params))
+        return smoothing_layout(params) + cooling_layout(params) + scheduling_layout(params)
 
-    def _decode(self, action, params):
+    def _decode(self, action, params, state):
         v = self.layout(params).decode(action)
-        sched = ("start_job", "job_select", "phase_offset")
-        plant = replace(params.control, **{k: x for k, x in v.items() if k not in sched})
-        return plant, (v["job_select"].astype(jnp.int32), v["start_job"] > 0.5,
-                       v["phase_offset"])
+        plant = {**_per_rack(params, v), **smoothing_action(v, params, state)}
+        return replace(params.control, **plant), (jnp.round(v["job_select"]).astype(jnp.int32),
+                                                  v["defer_job"] < 0.5, v["phase_offset"])
 
     def _pieces(self, params, state):
         return (_obs.time_pieces(params, state)
@@ -52,9 +54,12 @@ class Facility(Task):
                 + _obs.grid_pieces(params, state)
                 + _obs.rack_power_pieces(params, state)
                 + _obs.storage_pieces(params, state)
-                + _obs.thermal_pieces(params, state)
+                + _obs.memory_pieces(params, state)
+                + _obs.fault_pieces(params, state)
+                + _obs.thermal_pieces(params, state, outlets=True)
                 + _obs.cryo_pieces(params, state)
-                + _obs.queue_pieces(params, state))
+                + _obs.queue_pieces(params, state)
+                + _obs.action_pieces(params, state))
 
 
 class FacilityEnv(HeatsyncEnv):
@@ -62,99 +67,54 @@ class FacilityEnv(HeatsyncEnv):
     the coolant loop and LN2, and job placement from a queue, with every reward
     term.
 
-    Default scenario ``default`` (8 racks, 3600 steps of 1 s). As in
-    :class:`PowerAwareSchedulingEnv`, the scenario's own jobs are dropped and
-    jobs come from a queue drawn from the episode's key; job slots are the
-    plant's ``n_jobs``, raised to R unless you pass ``plant__n_jobs``.
+    Default scenario ``Facility-train`` (8 racks, storage sizes, a hot afternoon with a
+    chance of a chiller trip or a grid outage; 3600 steps of 1 s; discount 0.999); the
+    benchmark ranks on the held-out ``Facility-test``. As in
+    :class:`PowerAwareSchedulingEnv`, the scenario's own jobs are dropped and jobs come
+    from a queue drawn from the episode's key; job slots are the plant's ``n_jobs``,
+    raised to R unless you pass ``plant__n_jobs``.
 
-    **Actions** (one float32 Box in [-1, 1], 6R + 2 + 4 + 3 = 57 components for
-    R = 8, so stable-baselines3 works; rescaled inside):
+    **Actions** (one float32 Box in [-1, 1], 15 components; 0 is the scenario's
+    control, the ends of a range at |a| = 0.9; ``action_mode="per_rack"`` makes the
+    first six one per rack):
 
-    ==================  ======  =========================================  =====
-    name                index   physical range                             scale
-    ==================  ======  =========================================  =====
-    gpu_cap_w           0-7     [340, 1200] W per GPU                      lin
-    gpu_floor_frac      8-15    [0, 0.9] of TDP                            lin
-    ramp_up_w_per_s     16-23   [50, 1e5] W/s per GPU                      log
-    ramp_down_w_per_s   24-31   [50, 1e5] W/s per GPU                      log
-    uc_target_w         32-39   [0, 1.5 x rack max] W rack bus draw        lin
-    uc_gain             40-47   [0, 1]                                     lin
-    ups_target_w        48      [0, contract limit] W grid draw            lin
-    ups_gain            49      [0, 1]                                     lin
-    pump_speed          50      [0, 1] of rated                            lin
-    supply_setpoint_c   51      [10, 45] degC                              lin
-    ln2_valve           52      [0, 1]                                     lin
-    ln2_order           53      order a delivery if a > 0                  step
-    start_job           54      start the selected waiting job if a > 0    step
-    job_select          55      visible job floor((a + 1) / 2 x Q)         bins
-    phase_offset        56      new job's position ahead of the largest    lin
-                                running job, (a + 1) / 2 of a period
-    ==================  ======  =========================================  =====
+    ==================  ========================================================
+    name                meaning (0 ->)
+    ==================  ========================================================
+    gpu_cap_w, gpu_floor_frac, ramp_up_w_per_s, ramp_down_w_per_s, uc_gain,
+    uc_offset_w, ups_gain, ups_ramp
+                        the 8 PowerSmoothing components (see
+                        :class:`PowerSmoothingEnv`)
+    pump_speed, supply_setpoint_c, ln2_valve, ln2_order
+                        the 4 CoolingDispatch components (see
+                        :class:`CoolingDispatchEnv`)
+    defer_job           start nothing if a > 0; otherwise start the selected
+                        waiting job when it fits (0 -> first come, first served)
+    job_select          visible job round(a / 0.9 x (Q - 1)) (0 and below -> the
+                        oldest)
+    phase_offset        new job's position ahead of the largest running job,
+                        [0, 1) of a period (0 -> in phase)
+    ==================  ========================================================
 
     Out-of-range values are clipped; NaN, infinite, wrong shape or dtype raise
     ``ValueError``.
 
-    **Observations** (float32 Box in [-10, 10], 183 components for R = J = 8,
-    Q = 4, n_sub = 10; ``env.obs_names`` labels each):
+    **Observations** (float32 Box in [-10, 10], 225 components for R = J = 8,
+    Q = 4, n_sub = 10; ``env.obs_names`` labels each): every piece of
+    :class:`PowerSmoothingEnv` but the job windows (time_frac, hour_sin/cos, p_grid,
+    p_grid_sub, grid_hp, peak_demand, demand_mean, ups_target, rack_mean,
+    ups_reserve, ups_size, uc_size, p_rack, u_rack, phase_sin/cos, uc_soc, ups_soc,
+    fault_clock, t_junction, tripped), every piece of :class:`CoolingDispatchEnv`
+    (ambient, price, carbon, grid_up, chiller_ok, pump_ok, t_rack, t_supply, t_fw,
+    ln2_tank, o2, ln2_order_pending) and the queue of :class:`PowerAwareSchedulingEnv`
+    (q_*: present, racks, duration, period, duty, u_compute, u_comm, slack, value,
+    fits; j_*: running, racks, left, phase sin/cos, slack, value; free_racks, waiting,
+    done), then prev_action (15).
 
-    =====================  ====  =================================================
-    name                   size  meaning and scale
-    =====================  ====  =================================================
-    time_frac              1     step / episode length
-    hour_sin/cos           2     time of day
-    ambient                1     (T_ambient - 25 degC) / 10 K
-    price, carbon          2     / peak price, / mean intensity
-    grid_up                1     0/1
-    chiller_ok, pump_ok    2     0/1 (fault flags)
-    p_grid                 1     last interval's mean grid draw / contract limit
-    p_grid_sub             10    last interval's substep grid draw / contract
-    grid_hp                1     high-passed grid draw / (20 % of contract)
-    peak_demand            1     15-min demand peak so far / contract
-    p_rack                 R     rack IT power / rack max
-    u_rack                 R     GPU utilization the rack's job asks for now
-    phase_sin/cos          2R    iteration position of the rack's job
-    uc_soc                 R     ultracapacitor state of charge
-    ups_soc                1     UPS state of charge
-    t_junction, tripped    2R    (T - 60 degC) / 30 K; 0/1
-    t_supply, t_fw         2     (T - 32 degC) / 10 K
-    ln2_tank               1     tank fill, 0-1
-    o2                     1     (O2 - 0.209) / 0.02 (alarm at 0.195: -0.7)
-    ln2_order_pending      1     0/1
-    q_*                    10Q   visible job: present, racks / R, duration /
-                                 900 s, period / 4 s, duty, u_compute, u_comm,
-                                 slack / 900 s, value, fits
-    j_*                    7J    job slot: running, racks / R, share left, phase
-                                 sin/cos, slack / 900 s, value
-    free_racks             1     free racks / R
-    waiting, done          2     waiting / done jobs over the table size
-    =====================  ====  =================================================
-
-    **Reward** = work value - sum of weight x cost term, over every key of
-    ``REWARD_KEYS`` (weights from the scenario's ``reward`` section;
-    ``info["reward_<term>"]`` sum to the reward):
-
-    ============  ================================================================
-    term          per interval (normalizer)
-    ============  ================================================================
-    work_value    + value-weighted rack-s of progress / (R rack-s)
-    energy_cost   grid and generator energy cost / (contract limit x dt at peak
-                  price)
-    demand        demand-charge rent on the 15-min peak estimate, / same USD ref
-    carbon        kg CO2 / (contract limit x dt at the mean intensity); weight 0
-                  by default
-    lost_work     scheduled rack-s not done / (R rack-s)
-    waste         GPU energy above need / pod IT max energy
-    ramp          mean substep grid ramp above the limit / (contract per s)
-    band          RMS of the 0.1 Hz high-passed grid draw / (20 % of contract)
-    storage_wear  UPS life used + ultracap cycles / cycle life, / 1e-6 life
-    throttle      GPU-s above the slowdown temperature / (R x GPUs x dt)
-    overcool      K-s of supply below the condensation floor / (1 K x dt)
-    ln2           LN2 consumed, kg / (LN2 that absorbs the pod's IT max, 2.3 kg)
-    water         cooling-tower litres / (tower water for the pod's IT max)
-    unserved      IT energy shed / pod IT max energy (not terminal here)
-    deadline      racks of jobs past their deadline and not done / R
-    trip, hazard  terminal charge 2 x (1 + steps left)
-    ============  ================================================================
+    **Reward** (USD): work_value minus every cost term (energy, demand, carbon,
+    storage_wear, storage_value, lost_work, ln2, water) and every penalty (ramp,
+    band, throttle, overcool, unserved, violation, deadline, trip, hazard) of
+    :mod:`heatsync.envs.reward`; ``info["reward_<term>"]`` sum to the reward.
 
     **Termination**: any rack trip or an oxygen hazard. **Truncation**: the
     episode length; never both.

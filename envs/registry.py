@@ -23,20 +23,29 @@ __all__ = ["TaskSpec", "TASK_SPECS", "task_spec", "task_names", "make_task", "re
 class TaskSpec:
     """One task's identity and benchmark metadata.
 
-    ``main_kpi``: ``(KPI or "return", "min" or "max", why)`` the benchmark ranks by;
-    ``headline``: KPIs shown beside it; ``side_conditions``: ``(KPI, rule, allowance)``
-    under which another controller counts as beating the best baseline on the main KPI
-    (``"le_best"``: no higher than the baseline's plus the allowance; ``"zero"``: at
-    most the allowance).
+    ``train_scenario`` / ``test_scenario``: the training distribution (what
+    ``gymnasium.make`` and training sample) and the held-out test distribution (what the
+    benchmark ranks on); ``main_kpi``: ``(KPI, "min" or "max", why)`` the benchmark
+    ranks by once the specification is met (episodes that break it rank last);
+    ``headline``: KPIs shown beside it; ``discount``: the discount factor the task
+    recommends for its episode length.
     """
 
     name: str
     task: str  # "module:Class" of the functional Task
     env: str  # "module:Class" of the gymnasium.Env
-    default_scenario: str
-    main_kpi: tuple[str, str, str]
+    train_scenario: str
+    test_scenario: str
     headline: tuple[str, ...]
-    side_conditions: tuple[tuple[str, str, float], ...] = ()
+    discount: float
+    main_kpi: tuple[str, str, str] = (
+        "cost_usd", "min", "the episode's cost in USD (the reward is -(cost + penalties))")
+
+    @property
+    def default_scenario(self) -> str:
+        """The scenario an env of this task loads unless told otherwise (the training
+        distribution)."""
+        return self.train_scenario
 
     @property
     def env_id(self) -> str:
@@ -59,45 +68,37 @@ TASK_SPECS: dict[str, TaskSpec] = {s.name: s for s in (
         name="PowerSmoothing",
         task="heatsync.envs.power_smoothing:PowerSmoothing",
         env="heatsync.envs.power_smoothing:PowerSmoothingEnv",
-        default_scenario="sync-swings",
-        main_kpi=("band_rms_w", "min",
-                  "the in-band (0.1-20 Hz) grid oscillation the task exists to remove, in W"),
-        headline=("band_share", "ramp_violation_s", "work_lost_frac", "energy_waste_kwh",
-                  "ups_life_used", "uc_equivalent_cycles"),
-        side_conditions=(("work_lost_frac", "le_best", 1e-4),),
+        train_scenario="PowerSmoothing-train", test_scenario="PowerSmoothing-test",
+        headline=("violation_s", "band_rms_w", "ramp_violation_s", "work_lost_frac",
+                  "energy_waste_kwh", "energy_loss_kwh", "ups_life_used"),
+        discount=0.99,
     ),
     TaskSpec(
         name="CoolingDispatch",
         task="heatsync.envs.cooling_dispatch:CoolingDispatch",
         env="heatsync.envs.cooling_dispatch:CoolingDispatchEnv",
-        default_scenario="chiller-trip",
-        main_kpi=("return", "max",
-                  "the task's reward: cooling energy at the price, water, LN2 consumed, "
-                  "throttling and overcooling; no single KPI weighs them (cost_total_usd "
-                  "misses LN2 drawn from the tank and is dominated by IT energy)"),
-        headline=("energy_cooling_kwh", "throttled_gpu_s", "overcool_k_s", "ln2_used_kg",
-                  "water_l", "t_junction_max_c", "o2_min_frac", "cost_total_usd"),
-        side_conditions=(("throttled_gpu_s", "zero", 0.0), ("overcool_k_s", "zero", 0.0)),
+        train_scenario="CoolingDispatch-train", test_scenario="CoolingDispatch-test",
+        headline=("violation_s", "energy_cooling_kwh", "throttled_gpu_s", "overcool_k_s",
+                  "ln2_used_kg", "water_l", "t_junction_max_c"),
+        discount=0.999,
     ),
     TaskSpec(
         name="PowerAwareScheduling",
         task="heatsync.envs.scheduling:PowerAwareScheduling",
         env="heatsync.envs.scheduling:PowerAwareSchedulingEnv",
-        default_scenario="default",
-        main_kpi=("work_done_rack_s", "max", "training work done at nominal pace"),
-        headline=("cost_total_usd", "peak_demand_kw", "carbon_kg", "throttled_gpu_s",
-                  "work_lost_frac"),
+        train_scenario="PowerAwareScheduling-train", test_scenario="PowerAwareScheduling-test",
+        headline=("violation_s", "work_done_rack_s", "peak_demand_kw", "carbon_kg",
+                  "cost_energy_usd", "cost_demand_usd"),
+        discount=0.999,
     ),
     TaskSpec(
         name="Facility",
         task="heatsync.envs.facility:Facility",
         env="heatsync.envs.facility:FacilityEnv",
-        default_scenario="default",
-        main_kpi=("return", "max",
-                  "the task's own reward summed over the episode (work value minus every "
-                  "cost term): no single KPI covers all actuators"),
-        headline=("cost_total_usd", "work_done_rack_s", "band_rms_w", "peak_demand_kw",
+        train_scenario="Facility-train", test_scenario="Facility-test",
+        headline=("violation_s", "work_done_rack_s", "band_rms_w", "peak_demand_kw",
                   "throttled_gpu_s", "trips"),
+        discount=0.999,
     ),
 )}
 

@@ -1,57 +1,47 @@
-"""The reward: one object per task, used by the env's ``step`` and by any planner.
+"""The reward: one currency (USD), one object per task, used by the env and by planners.
 
-Each term is a non-negative, dimensionless cost per control interval, scaled
-so that a weight of 1 gives values of order 0.1-1 for typical behaviour
-(``work_value`` is the one benefit). A task's reward is
-``sum(sign * weight * term)`` over the terms its :class:`Reward` names, with the
-weights from the scenario's ``reward`` section (:data:`REWARD_KEYS`, validated by
-:mod:`heatsync.envs.config`).
+A task's reward for a control interval is ``-(USD cost of the interval) - (penalties for
+violating the specification)``, every term in USD, each price from :class:`Prices` (a
+scenario's ``reward`` section overrides them; sources beside each field):
 
-=============  ===================================================  ===========================
-term           definition per interval                              normalizer (default pod)
-=============  ===================================================  ===========================
-energy_cost    grid + generator energy cost, USD / usd_ref          ``usd_ref``: contract limit
-                                                                    for one interval at the peak
-                                                                    price (1.5 MW, 0.12 $/kWh:
-                                                                    0.05 USD)
-demand         demand-charge rent on the running peak estimate      usd_ref
-               (max of closed 15-min block means and the open
-               block's energy over the window), prorated per s
-carbon         kg CO2 / carbon_ref_kg                               contract limit for one
-                                                                    interval at the mean
-                                                                    intensity (0.19 kg)
-lost_work      scheduled rack-s not done (throttle, cap, stall,     ``work_ref``: R rack-s
-               checkpoint) / work_ref                               per interval
-waste          GPU energy above need (floor, slow ramp-down)        ``energy_ref``: pod IT
-               / energy_ref                                         maximum for one interval
-                                                                    (8 x 126 kW x 1 s)
-ramp           mean over substeps of the grid ramp above its        ``ramp_ref``: contract limit
-               limit, W/s / ramp_ref                                per second (1.5 MW/s)
-band           RMS of the 0.1 Hz high-passed grid draw over the     ``band_ref``: 20 % of the
-               interval / band_ref                                  contract limit (300 kW)
-storage_wear   UPS life used (cycle + calendar, the plant's aging   ``wear_ref``: 1e-6 of a
-               model) + ultracapacitor full cycles / cycle life,    device life per interval
-               / wear_ref
-throttle       GPU-s above the slowdown temperature / gpu_ref       R x GPUs per rack x dt
-overcool       K-s of supply below the condensation floor           1 K for one interval
-               / overcool_ref
-ln2            LN2 consumed (bought - change in the tank) kg        LN2 that absorbs the pod's
-               / ln2_ref_kg                                         IT maximum for one interval
-                                                                    (2.3 kg)
-water          cooling-tower water, L / water_ref_l                 tower water for the pod's
-                                                                    IT maximum (0.31 L)
-unserved       IT energy shed / energy_ref (+ the terminal          energy_ref
-               charge where a task terminates on it)
-trip           terminal: (1 + steps left) x terminal_per_step       per remaining step
-hazard         terminal: (1 + steps left) x terminal_per_step       per remaining step
-work_value     + value-weighted rack-s of progress / work_ref       work_ref
-deadline       rack share of jobs past their deadline               R racks
-=============  ===================================================  ===========================
+=============  ================================================================
+cost term      per interval
+=============  ================================================================
+energy         grid energy at the tariff, generator fuel (so conversion losses
+               cost what they waste)
+demand         demand charge on the running 15-min peak estimate, prorated
+carbon         kg CO2 x ``carbon_usd_per_t``
+storage_wear   UPS life used x its replacement cost, ultracapacitor cycles /
+               cycle life x theirs
+storage_value  change in stored energy (UPS and ultracapacitors) valued at what
+               buying it back costs now (the interval's tariff / charge efficiency):
+               energy taken from storage is paid as if bought from the grid, so
+               draining storage pays nothing, and a round trip costs its losses
+lost_work      scheduled rack-s not done x GPUs per rack x ``gpu_hour_usd``
+ln2            LN2 consumed (bought - change in the tank) at its price
+water          cooling-tower water at its price
+work_value     (a benefit) value-weighted rack-s of queued jobs' progress at the
+               GPU-hour value
+=============  ================================================================
 
-The terminal charge makes ending an episode early never pay: it costs as much
-as the rest of the episode at ``terminal_per_step`` = 2 per step, about twice
-a typical step's cost at default weights (the do-nothing controllers of the
-default scenarios cost 0.5-1.5 per step).
+=============  ================================================================
+penalty        per interval, at the shadow prices of :class:`Prices`
+=============  ================================================================
+ramp           MW of grid draw change beyond the ramp limit, summed over substeps
+band           kW-s of the interval's in-band (0.1-20 Hz) RMS above the limit
+throttle       GPU-s above the slowdown temperature
+overcool       K-s of supply below the condensation floor
+unserved       kWh of IT demand shed
+violation      a second of the interval out of the specification (any of the task's
+               measures above, beyond its tolerance), at ``violation_usd_per_s``: the
+               specification is pass or fail per interval, as utilities check it
+deadline       rack-s of queued jobs past their deadline, at the GPU-hour value
+trip, hazard   terminal: the pod's nominal work for the rest of the episode at
+               the GPU-hour value, so ending early never pays
+=============  ================================================================
+
+The specification a run must meet is exactly "no penalty term above its tolerance";
+:func:`violations` flags each interval that breaks it (``info["violation"]``).
 """
 
 from __future__ import annotations
@@ -59,155 +49,71 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax.numpy as jnp
-import numpy as np
 
-from heatsync.physics import Params, State, grid, param, pytree_dataclass, rack_max_w, ups
-from heatsync.physics.cryo import heat_per_kg
-from heatsync.physics.exogenous import ExoParams
-from heatsync.physics.units import J_PER_KWH
+from heatsync.physics import Params, State, grid, param, pytree_dataclass, ups
+from heatsync.physics.units import J_PER_KWH, L_PER_M3, SECONDS_PER_HOUR
 
 from . import _queue as Q
 
-__all__ = ["REWARD_KEYS", "BENEFITS", "Normalizers", "default_normalizers", "Reward",
-           "cost_terms", "termination_flags", "ramp_excess_w_per_s", "band_rms_w"]
+__all__ = ["Prices", "PRICE_KEYS", "COSTS", "PENALTIES", "BENEFITS", "Reward",
+           "termination_flags", "ramp_excess_w", "band_rms_w", "stored_value_usd",
+           "violations", "SPEC_TOLERANCE"]
 
-#: reward weights a scenario may set (each multiplies a term), with their defaults
-REWARD_KEYS = {
-    "energy_cost": 1.0, "demand": 1.0, "carbon": 0.0, "lost_work": 1.0, "waste": 1.0,
-    "ramp": 1.0, "band": 1.0, "storage_wear": 1.0, "throttle": 1.0, "overcool": 1.0,
-    "ln2": 1.0, "water": 1.0, "trip": 1.0, "hazard": 1.0, "work_value": 1.0,
-    "deadline": 1.0, "unserved": 1.0,
-}
-
-#: reward terms that add to the reward (all others subtract)
+#: cost terms, penalty terms (the specification), and the benefit
+COSTS = ("energy", "demand", "carbon", "storage_wear", "storage_value", "lost_work", "ln2",
+         "water")
+PENALTIES = ("ramp", "band", "throttle", "overcool", "unserved", "violation", "deadline",
+             "trip", "hazard")
 BENEFITS = ("work_value",)
+#: a penalty measure counts as a violation above this share of its limit (ramp, band) or
+#: above this absolute amount (the others, in their units)
+SPEC_TOLERANCE = 0.01
 
 
 @pytree_dataclass
-class Normalizers:
-    """Scales that make each cost term dimensionless and of order 0.1-1 per interval."""
+class Prices:
+    """Prices of everything an operator pays for, and the shadow prices of the
+    specification (USD). A scenario's ``reward`` section overrides any of them."""
 
-    usd_ref: float = param(0.05, 0.0, None, unit="USD",
-                           doc="contract limit for one interval at the peak price")
-    carbon_ref_kg: float = param(0.19, 0.0, None, unit="kg",
-                                 doc="contract limit for one interval at the mean intensity")
-    energy_ref_j: float = param(1.0e6, 0.0, None, unit="J",
-                                doc="pod IT maximum (R x rack max) for one interval")
-    work_ref_rack_s: float = param(8.0, 0.0, None, unit="rack-s", doc="R rack-s per interval")
-    ramp_ref_w_per_s: float = param(1.5e6, 0.0, None, unit="W/s",
-                                    doc="contract limit per second")
-    band_ref_w: float = param(3.0e5, 0.0, None, unit="W", doc="20 % of the contract limit")
-    wear_ref: float = param(1e-6, 0.0, None, unit="1",
-                            doc="share of a storage device's life per interval")
-    uc_cycle_life: float = param(5e5, 1.0, None, unit="cycles",
-                                 doc="ultracapacitor cycle life (PHYSICS.md 1e5-1e6)")
-    gpu_ref_s: float = param(576.0, 0.0, None, unit="GPU-s", doc="R x GPUs per rack x dt")
-    overcool_ref_k_s: float = param(1.0, 0.0, None, unit="K-s", doc="1 K for one interval")
-    ln2_ref_kg: float = param(2.3, 0.0, None, unit="kg",
-                              doc="LN2 that absorbs the pod's IT maximum for one interval")
-    water_ref_l: float = param(0.31, 0.0, None, unit="L",
-                               doc="tower water for the pod's IT maximum for one interval")
-    cooling_usd_ref: float = param(0.0034, 0.0, None, unit="USD",
-                                   doc="10 % of the pod's IT maximum for one interval at the "
-                                       "peak price (CoolingDispatch's energy term)")
-    terminal_per_step: float = param(2.0, 0.0, None, unit="1",
-                                     doc="terminal charge per remaining step")
-
-
-def default_normalizers(p: Params, xp: ExoParams, setpoint_c: float) -> Normalizers:
-    """Normalizers for a plant, computed on the host from its parameters."""
-    dt = float(p.dt_s)
-    it_max_w = float(np.sum(np.asarray(rack_max_w(p)) * np.ones(p.n_racks)))
-    contract = float(p.grid.contract_limit_w)
-    price = float(xp.price_peak_usd_per_kwh)
-    n_gpu = float(np.sum(np.asarray(p.gpu.n_gpu) * np.ones(p.n_racks)))
-    q_kg = float(heat_per_kg(p.ln2, setpoint_c))
-    return Normalizers(
-        usd_ref=max(contract * dt / J_PER_KWH * price, 1e-9),
-        carbon_ref_kg=max(contract * dt / J_PER_KWH * float(xp.carbon_mean_g_per_kwh) / 1e3,
-                          1e-9),
-        energy_ref_j=max(it_max_w * dt, 1e-9),
-        work_ref_rack_s=p.n_racks * dt,
-        ramp_ref_w_per_s=max(contract, 1e-9),
-        band_ref_w=max(0.2 * contract, 1e-9),
-        wear_ref=1e-6,
-        uc_cycle_life=5e5,
-        gpu_ref_s=max(n_gpu * dt, 1e-9),
-        overcool_ref_k_s=dt,
-        ln2_ref_kg=max(it_max_w * dt / q_kg, 1e-9),
-        water_ref_l=max(float(p.rejection.water_l_per_kwh) * it_max_w * dt / J_PER_KWH, 1e-9),
-        cooling_usd_ref=max(0.1 * it_max_w * dt / J_PER_KWH * price, 1e-9),
-        terminal_per_step=2.0,
-    )
+    gpu_hour_usd: float = param(4.0, 0.0, 1e4, unit="USD/GPU-h",
+                                doc="value of an hour of GPU time (lost work, work done)",
+                                source="PHYSICS.md 2-4 $/GPU-h H100 rental, Blackwell higher "
+                                       "(est 4)")
+    ups_usd_per_kwh: float = param(165.0, 0.0, 1e5, unit="USD/kWh",
+                                   doc="UPS battery replacement cost",
+                                   source="PHYSICS.md BNEF 2024 turnkey storage ~165 $/kWh")
+    uc_usd_per_kwh: float = param(1.0e4, 0.0, 1e7, unit="USD/kWh",
+                                  doc="ultracapacitor replacement cost",
+                                  source="est: supercapacitor modules ~10 $/Wh")
+    uc_cycle_life: float = param(5e5, 1.0, 1e9, unit="cycles",
+                                 doc="ultracapacitor full cycles to end of life",
+                                 source="PHYSICS.md supercapacitor 1e5-1e6 cycles")
+    carbon_usd_per_t: float = param(0.0, 0.0, 1e4, unit="USD/t",
+                                    doc="carbon price (0: not priced)", source="est")
+    ramp_usd_per_mw: float = param(0.1, 0.0, 1e9, unit="USD/MW",
+                                   doc="shadow price of grid draw change beyond the ramp limit",
+                                   source="est: a 1 MW step over the limit costs about 7 s "
+                                          "of the pod's energy")
+    band_usd_per_kw_s: float = param(5e-4, 0.0, 1e9, unit="USD/(kW s)",
+                                     doc="shadow price of in-band RMS above the limit",
+                                     source="est: 30 kW above the limit costs as much as "
+                                            "the pod's energy")
+    throttle_usd_per_gpu_s: float = param(0.05, 0.0, 1e6, unit="USD/GPU-s",
+                                          doc="shadow price of a GPU-s above slowdown "
+                                              "(besides the work it loses)", source="est")
+    overcool_usd_per_k_s: float = param(1.0, 0.0, 1e6, unit="USD/(K s)",
+                                        doc="shadow price of supply below the condensation "
+                                            "floor", source="est")
+    unserved_usd_per_kwh: float = param(10.0, 0.0, 1e6, unit="USD/kWh",
+                                        doc="value of lost load (IT demand shed)",
+                                        source="est (value-of-lost-load order of 10 $/kWh)")
+    violation_usd_per_s: float = param(0.05, 0.0, 1e6, unit="USD/s",
+                                       doc="shadow price of a second out of the "
+                                           "specification", source="est: about 3 x the "
+                                                                   "pod's energy cost")
 
 
-def ups_life_used(p: Params, s: State):
-    """UPS life used so far, counting the open half cycle (as the KPI does)."""
-    return (s.ups.cycle_life_used + ups.pending_half_cycle(p.ups, s.ups)
-            + s.ups.calendar_life_used)
-
-
-def demand_peak_w(p: Params, s: State):
-    """Running peak estimate for the demand charge: closed block means and the
-    open block's energy spread over a whole window (a lower bound that rises
-    to the block mean at its close)."""
-    g = s.grid
-    return jnp.maximum(g.peak_block_w, g.block_j / p.grid.demand_window_s)
-
-
-def ramp_excess_w_per_s(p: Params, s0: State, p_sub_w):
-    """Mean over the interval's substeps of the grid ramp above its limit (W/s)."""
-    prev = jnp.where(s0.grid.started > 0.5, s0.grid.p_prev_w, p_sub_w[0])
-    draws = jnp.concatenate([prev[None], p_sub_w])
-    ramp = jnp.abs(jnp.diff(draws)) / p.h_s
-    return jnp.mean(jnp.maximum(ramp - p.grid.ramp_limit_w_per_s, 0.0))
-
-
-def band_rms_w(p: Params, s0: State, s1: State):
-    """RMS of the high-passed grid draw over the interval (W)."""
-    ms = (s1.grid.band_w2s - s0.grid.band_w2s) / p.dt_s
-    return jnp.sqrt(jnp.maximum(ms, 1e-6))
-
-
-def cost_terms(p: Params, n: Normalizers, s0: State, s1: State, out: dict, exo,
-               d_progress_rack_s, remaining, flags: dict, terminal: tuple[str, ...]):
-    """Every normalized term for one interval (see the module table).
-
-    **Arguments**: plant params, normalizers, plant state before and after,
-    the plant outputs, the interval's exogenous inputs, per-slot progress
-    (J,) in rack-s at nominal pace, steps left in the episode after this one,
-    termination flags by cause, the causes that terminate in this task.
-
-    **Returns**: dict name -> scalar term (non-negative, unweighted).
-    """
-    f = s1.t_s.dtype
-    rent_usd = grid.demand_charge_usd(p.grid, demand_peak_w(p, s1), p.dt_s)
-    uc_cap = jnp.maximum(jnp.sum(p.ultracap.e_max_j * jnp.ones((p.n_racks,), f)), 1e-9)
-    wear = (ups_life_used(p, s1) - ups_life_used(p, s0)
-            + out["uc_throughput_j"] / (2.0 * uc_cap) / n.uc_cycle_life)
-    ln2_kg = out["ln2_bought_kg"] - (s1.ln2.tank_kg - s0.ln2.tank_kg)
-    lost = out["work_nominal_rack_s"] - jnp.sum(d_progress_rack_s)
-    tail = 1.0 + remaining.astype(f)
-    terms = {
-        "energy_cost": out["cost_energy_usd"] / n.usd_ref,
-        "demand": rent_usd / n.usd_ref,
-        "carbon": out["carbon_kg"] / n.carbon_ref_kg,
-        "lost_work": lost / n.work_ref_rack_s,
-        "waste": out["e_waste_j"] / n.energy_ref_j,
-        "ramp": ramp_excess_w_per_s(p, s0, out["p_grid_sub_w"]) / n.ramp_ref_w_per_s,
-        "band": band_rms_w(p, s0, s1) / n.band_ref_w,
-        "storage_wear": wear / n.wear_ref,
-        "throttle": out["throttled_gpu_s"] / n.gpu_ref_s,
-        "overcool": out["overcool_k_s"] / n.overcool_ref_k_s,
-        "ln2": ln2_kg / n.ln2_ref_kg,
-        "water": out["water_l"] / n.water_ref_l,
-        "unserved": out["e_unserved_j"] / n.energy_ref_j,
-        "trip": jnp.zeros((), f),
-        "hazard": jnp.zeros((), f),
-    }
-    for cause in terminal:
-        terms[cause] = terms[cause] + flags[cause].astype(f) * tail * n.terminal_per_step
-    return terms
+PRICE_KEYS = tuple(Prices.__dataclass_fields__)
 
 
 def termination_flags(p: Params, out: dict) -> dict:
@@ -218,68 +124,177 @@ def termination_flags(p: Params, out: dict) -> dict:
             "unserved": out["e_unserved_j"] > 0.0}
 
 
-#: a term computed by the task instead: ``fn(params, s0, s1, out, exo) -> term``
+def demand_peak_w(p: Params, s: State):
+    """Running peak estimate for the demand charge: closed block means and the
+    open block's energy spread over a whole window (a lower bound that rises
+    to the block mean at its close)."""
+    g = s.grid
+    return jnp.maximum(g.peak_block_w, g.block_j / p.grid.demand_window_s)
+
+
+def ramp_excess_w(p: Params, s0: State, p_sub_w, exo):
+    """Grid draw change beyond the ramp limit, summed over the interval's substeps (W);
+    an interval without the grid, or the reconnection after an outage, counts none."""
+    prev = jnp.where(s0.grid.started > 0.5, s0.grid.p_prev_w, p_sub_w[0])
+    draws = jnp.concatenate([prev[None], p_sub_w])
+    excess = jnp.sum(jnp.maximum(jnp.abs(jnp.diff(draws)) - p.grid.ramp_limit_w_per_s * p.h_s,
+                                 0.0))
+    return excess * ((exo.grid_up > 0.5) & (s0.grid.outage_s <= 0.0))
+
+
+def band_rms_w(p: Params, s0: State, s1: State):
+    """RMS of the high-passed grid draw over the interval (W)."""
+    ms = (s1.grid.band_w2s - s0.grid.band_w2s) / p.dt_s
+    return jnp.sqrt(jnp.maximum(ms, 1e-6))
+
+
+def stored_value_usd(p: Params, price_usd_per_kwh, s: State):
+    """What buying the energy in the UPS and the ultracapacitors would cost at
+    ``price_usd_per_kwh`` (each over its charge efficiency) (USD)."""
+    per_j = price_usd_per_kwh / J_PER_KWH
+    return per_j * (s.ups.e_j / p.ups.eta_charge + jnp.sum(s.uc_e_j) / p.ultracap.eta)
+
+
+def _measures(p: Params, s0: State, s1: State, out: dict, exo) -> dict:
+    """The specification's measures of one interval, in their own units."""
+    return {"ramp": ramp_excess_w(p, s0, out["p_grid_sub_w"], exo),
+            "band": jnp.maximum(band_rms_w(p, s0, s1) - p.grid.band_rms_limit_w, 0.0),
+            "throttle": out["throttled_gpu_s"], "overcool": out["overcool_k_s"],
+            "unserved": out["e_unserved_j"]}
+
+
+def violations(p: Params, s0: State, s1: State, out: dict, exo,
+               causes=PENALTIES) -> jnp.ndarray:
+    """True if the interval breaks the specification on any of ``causes``: a measure above
+    its tolerance (:data:`SPEC_TOLERANCE` of the ramp and band limits; GPU-s, K-s and J
+    above it for the others), or a trip or hazard."""
+    m = _measures(p, s0, s1, out, exo)
+    tol = {"ramp": SPEC_TOLERANCE * p.grid.ramp_limit_w_per_s * p.dt_s,
+           "band": SPEC_TOLERANCE * p.grid.band_rms_limit_w}
+    flags = termination_flags(p, out)
+    bad = jnp.zeros((), bool)
+    for c in causes:
+        if c in m:
+            bad = bad | (m[c] > tol.get(c, SPEC_TOLERANCE))
+        elif c in ("trip", "hazard"):
+            bad = bad | flags[c]
+    return bad
+
+
+def _gpu_usd_per_rack_s(p: Params, pr: Prices):
+    return jnp.mean(p.gpu.n_gpu * jnp.ones((p.n_racks,))) * pr.gpu_hour_usd / SECONDS_PER_HOUR
+
+
+def usd_terms(p: Params, xp, pr: Prices, s0: State, s1: State, out: dict, exo,
+              progress_rack_s, remaining, terminal: tuple, queue=None, queue_done=None) -> dict:
+    """Every term for one interval, in USD, non-negative except ``storage_value`` (a
+    credit when storage ends fuller) (see the module table)."""
+    f = s1.t_s.dtype
+    rack_usd = _gpu_usd_per_rack_s(p, pr)
+    uc_cap = jnp.maximum(jnp.sum(p.ultracap.e_max_j * jnp.ones((p.n_racks,), f)), 1e-9)
+    ups_life = (s1.ups.cycle_life_used + ups.pending_half_cycle(p.ups, s1.ups)
+                + s1.ups.calendar_life_used
+                - s0.ups.cycle_life_used - ups.pending_half_cycle(p.ups, s0.ups)
+                - s0.ups.calendar_life_used)
+    uc_cycles = out["uc_throughput_j"] / (2.0 * uc_cap)
+    ln2_kg = out["ln2_bought_kg"] - (s1.ln2.tank_kg - s0.ln2.tank_kg)
+    ln2_usd_per_kg = p.ln2.price_usd_per_l * L_PER_M3 / p.ln2.density_kg_m3
+    flags = termination_flags(p, out)
+    m = _measures(p, s0, s1, out, exo)
+    tail = (1.0 + remaining.astype(f)) * p.n_racks * rack_usd * p.dt_s
+    terms = {
+        "energy": out["cost_energy_usd"],
+        "demand": grid.demand_charge_usd(p.grid, demand_peak_w(p, s1), p.dt_s),
+        "carbon": out["carbon_kg"] / 1000.0 * pr.carbon_usd_per_t,
+        "storage_wear": (ups_life * p.ups.e_max_j / J_PER_KWH * pr.ups_usd_per_kwh
+                         + uc_cycles / pr.uc_cycle_life * uc_cap / J_PER_KWH
+                         * pr.uc_usd_per_kwh),
+        "storage_value": (stored_value_usd(p, exo.price_usd_per_kwh, s0)
+                          - stored_value_usd(p, exo.price_usd_per_kwh, s1)),
+        "lost_work": (out["work_nominal_rack_s"] - jnp.sum(progress_rack_s)) * rack_usd,
+        "ln2": ln2_kg * ln2_usd_per_kg,
+        "water": out["cost_water_usd"],
+        "ramp": m["ramp"] / 1e6 * pr.ramp_usd_per_mw,
+        "band": m["band"] / 1e3 * p.dt_s * pr.band_usd_per_kw_s,
+        "throttle": m["throttle"] * pr.throttle_usd_per_gpu_s,
+        "overcool": m["overcool"] * pr.overcool_usd_per_k_s,
+        "unserved": m["unserved"] / J_PER_KWH * pr.unserved_usd_per_kwh,
+        "violation": jnp.zeros((), f),  # set by Reward.terms_of (the task's own measures)
+        "trip": jnp.zeros((), f),
+        "hazard": jnp.zeros((), f),
+        "work_value": jnp.zeros((), f),
+        "deadline": jnp.zeros((), f),
+    }
+    for cause in terminal:
+        if cause in ("trip", "hazard"):
+            terms[cause] = flags[cause].astype(f) * tail
+        else:  # unserved energy that ends the episode: charged like a trip on top
+            terms[cause] = terms[cause] + flags[cause].astype(f) * tail
+    if queue is not None:
+        terms["work_value"] = jnp.sum(progress_rack_s * Q.slot_value(queue)) * rack_usd
+        late = queue if queue_done is None else queue_done
+        terms["deadline"] = Q.overdue_racks(late, s1.t_s) * rack_usd * p.dt_s
+    return terms
+
+
+#: a term computed by the task instead: ``fn(p, xp, prices, s0, s1, out, exo) -> USD``
 Override = Callable
 
 
 class Reward:
-    """A task's reward: which terms it sums, which causes end its episodes, and any
-    term the task computes its own way.
+    """A task's reward: which USD terms it sums, which causes end its episodes (and are
+    charged the rest of the episode's work), and any term the task computes its own way.
 
-    **Arguments**: ``terms`` (names from :data:`REWARD_KEYS`), ``terminal`` (causes of
-    :func:`termination_flags` that terminate, each charged through its term), and
-    ``overrides`` (term name -> ``fn(params, s0, s1, out, exo)``).
-
-    :meth:`terms_of` computes the unweighted terms of one interval, :meth:`weighted`
-    applies the scenario's weights and signs; ``sum(weighted(...).values())`` is the
+    :meth:`terms_of` gives one interval's terms in USD, :meth:`weighted` their signed
+    contributions (costs and penalties negative, benefits positive); their sum is the
     env's reward, so a planner that calls the same two methods optimizes exactly it.
     """
 
     def __init__(self, terms, terminal=("trip", "hazard"), overrides: dict | None = None):
-        bad = [k for k in terms if k not in REWARD_KEYS]
+        known = (*COSTS, *PENALTIES, *BENEFITS)
+        bad = [k for k in terms if k not in known]
         if bad:
-            raise ValueError(f"unknown reward terms {bad}; allowed: {sorted(REWARD_KEYS)}")
+            raise ValueError(f"unknown reward terms {bad}; allowed: {known}")
         self.terms = tuple(terms)
         self.terminal = tuple(terminal)
         self.overrides = dict(overrides or {})
 
+    @property
+    def spec(self) -> tuple[str, ...]:
+        """The penalty terms: the specification an episode must meet."""
+        return tuple(k for k in self.terms if k in PENALTIES and k != "violation")
+
     def terms_of(self, params, s0: State, s1: State, out: dict, exo, remaining,
-                 progress_rack_s=None, queue=None, queue_done=None, plant=None) -> dict:
-        """Every term of the task for one interval (unweighted, non-negative).
+                 progress_rack_s=None, queue=None, queue_done=None, plant=None,
+                 exo_params=None) -> dict:
+        """Every term of the task for one interval (USD).
 
         **Arguments**: the env params, the plant state before and after, the plant
         outputs, the interval's exogenous inputs, steps left in the episode after this
         one, per-slot progress (J,) in rack-s at nominal pace (``None``: from the two
         states); scheduling tasks: the job queue during the interval (``queue``, whose
         slots the progress is valued by) and after finished jobs left it
-        (``queue_done``, whose overdue jobs are charged; default ``queue``); ``plant``:
-        the plant params the states were stepped with (default ``params.plant``; a
-        planner's coarser model).
+        (``queue_done``, whose overdue jobs are charged); ``plant`` and ``exo_params``:
+        the episode's plant and exogenous params (default ``params.plant``, ``params.exo``;
+        a planner may pass a coarser model).
         """
         p = params.plant if plant is None else plant
+        xp = params.exo if exo_params is None else exo_params
         if progress_rack_s is None:
             progress_rack_s = Q.slot_progress_rack_s(s1.work) - Q.slot_progress_rack_s(s0.work)
-        flags = termination_flags(p, out)
-        terms = cost_terms(p, params.norm, s0, s1, out, exo, progress_rack_s, remaining,
-                           flags, self.terminal)
-        if queue is not None:
-            terms["work_value"] = (jnp.sum(progress_rack_s * Q.slot_value(queue))
-                                   / params.norm.work_ref_rack_s)
-            late = queue if queue_done is None else queue_done
-            terms["deadline"] = Q.overdue_racks(late, s1.t_s) / p.n_racks
+        terms = usd_terms(p, xp, params.prices, s0, s1, out, exo, progress_rack_s, remaining,
+                          self.terminal, queue, queue_done)
         for name, fn in self.overrides.items():
-            terms[name] = fn(params, s0, s1, out, exo)
+            terms[name] = fn(p, xp, params.prices, s0, s1, out, exo)
+        if "violation" in self.terms:
+            bad = violations(p, s0, s1, out, exo, self.spec)
+            terms["violation"] = bad * p.dt_s * params.prices.violation_usd_per_s
         return {k: terms[k] for k in self.terms}
 
-    def weighted(self, terms: dict, weights, dtype=jnp.float32) -> dict:
-        """Signed, weighted terms by name (cast to ``dtype``, ``None``: kept): they sum
-        to the reward."""
+    def weighted(self, terms: dict, dtype=jnp.float32) -> dict:
+        """Signed terms by name (cast to ``dtype``; ``None``: kept): they sum to the reward."""
         out = {}
         for k in self.terms:
-            v = (1.0 if k in BENEFITS else -1.0) * getattr(weights, k) * terms[k]
+            v = terms[k] if k in BENEFITS else -terms[k]
             out[k] = v if dtype is None else v.astype(dtype)
         return out
-
-    def doc(self) -> list[str]:
-        """The terms this reward sums."""
-        return list(self.terms)

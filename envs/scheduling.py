@@ -28,8 +28,8 @@ class PowerAwareScheduling(Task):
     """Functional PowerAwareScheduling task (see :class:`PowerAwareSchedulingEnv`)."""
 
     spec = task_spec("PowerAwareScheduling")
-    reward = Reward(("work_value", "energy_cost", "carbon", "demand", "throttle", "deadline",
-                     "trip", "hazard"), terminal=("trip", "hazard"))
+    reward = Reward(("work_value", "energy", "demand", "carbon", "lost_work", "deadline",
+                     "throttle", "trip", "hazard"), terminal=("trip", "hazard"))
     has_queue = True
 
     def load(self, scenario=None, **overrides):
@@ -42,12 +42,12 @@ class PowerAwareScheduling(Task):
     def action_names(self, params):
         return ["job", "phase_bin"]
 
-    def _decode(self, action, params):
+    def _decode(self, action, params, state):
         a = jnp.asarray(action).astype(jnp.int32)
         q = params.queue
         job = jnp.clip(a[0], 0, q.n_visible)
         offset = jnp.clip(a[1], 0, q.n_phase_bins - 1) / q.n_phase_bins
-        return params.control, (jnp.maximum(job - 1, 0), job > 0, offset)
+        return params.control, (jnp.minimum(job, q.n_visible - 1), job < q.n_visible, offset)
 
     def _pieces(self, params, state):
         return (_obs.time_pieces(params, state)
@@ -55,7 +55,8 @@ class PowerAwareScheduling(Task):
                 + _obs.grid_pieces(params, state, substeps=False)
                 + _obs.rack_power_pieces(params, state)[:1]
                 + _obs.thermal_pieces(params, state)
-                + _obs.queue_pieces(params, state))
+                + _obs.queue_pieces(params, state)
+                + _obs.action_pieces(params, state))
 
 
 class PowerAwareSchedulingEnv(HeatsyncEnv):
@@ -63,7 +64,9 @@ class PowerAwareSchedulingEnv(HeatsyncEnv):
     defers, or offsets a new job's phase against the running ones: work value
     against energy, carbon, peak demand and thermal limits.
 
-    Default scenario ``default`` (8 racks, 3600 steps of 1 s). The scenario's
+    Default scenario ``PowerAwareScheduling-train`` (8 racks, prices, carbon and ambient
+    drawn per episode; 3600 steps of 1 s; discount 0.999); the benchmark ranks on the
+    held-out ``PowerAwareScheduling-test``. The scenario's
     own jobs are dropped for this task: jobs come from a queue drawn from the
     episode's PRNG key (:class:`~heatsync.envs.QueueParams`: 32 jobs, 4 waiting
     at t = 0, the rest arriving over the first 75 % of the episode; 1 to R/2
@@ -78,8 +81,9 @@ class PowerAwareSchedulingEnv(HeatsyncEnv):
     =========  ========================================================================
     component  meaning
     =========  ========================================================================
-    job        0: defer (start nothing); k >= 1: start the k-th visible waiting job on
-               the lowest-numbered free racks (no-op if it does not fit)
+    job        k < Q: start the (k+1)-th visible waiting job on the lowest-numbered
+               free racks (no-op if it does not fit; 0, the default, is first come,
+               first served); Q: defer (start nothing)
     phase_bin  b: the new job's iteration position is b / P of a period ahead of the
                largest running job's (0: in phase, P/2: anti-phase)
     =========  ========================================================================
@@ -87,7 +91,7 @@ class PowerAwareSchedulingEnv(HeatsyncEnv):
     Out-of-range values are clipped; NaN, non-integers, wrong shape or dtype
     raise ``ValueError``.
 
-    **Observations** (float32 Box in [-10, 10], 134 components for R = J = 8,
+    **Observations** (float32 Box in [-10, 10], 136 components for R = J = 8,
     Q = 4):
 
     ===================  ====  ==================================================
@@ -98,7 +102,7 @@ class PowerAwareSchedulingEnv(HeatsyncEnv):
     ambient              1     (T_ambient - 25 degC) / 10 K
     price, carbon        2     / peak price, / mean intensity
     p_grid               1     last interval's mean grid draw / contract limit
-    grid_hp              1     high-passed grid draw / (20 % of contract)
+    grid_hp              1     high-passed grid draw / band RMS limit
     peak_demand          1     15-min demand peak so far / contract
     p_rack               R     rack IT power / rack max
     t_junction, tripped  2R    (T - 60 degC) / 30 K; 0/1
@@ -110,23 +114,23 @@ class PowerAwareSchedulingEnv(HeatsyncEnv):
                                sin/cos, slack / 900 s, value
     free_racks           1     free racks / R
     waiting, done        2     waiting / done jobs over the table size
+    prev_action          2     the previous action
     ===================  ====  ==================================================
 
-    **Reward** = work value - sum of weight x cost term (weights from the
-    scenario's ``reward`` section; ``info["reward_<term>"]`` sum to it):
+    **Reward** (USD, :mod:`heatsync.envs.reward`; ``info["reward_<term>"]`` sum to it):
 
     ============  ================================================================
-    term          per interval (normalizer)
+    term          per interval
     ============  ================================================================
-    work_value    + value-weighted rack-s of progress / (R rack-s)
-    energy_cost   grid and generator energy cost / (contract limit x dt at peak
-                  price)
-    carbon        kg CO2 / (contract limit x dt at the mean intensity); weight 0
-                  by default
-    demand        demand-charge rent on the 15-min peak estimate, / same USD ref
-    throttle      GPU-s above the slowdown temperature / (R x GPUs x dt)
-    deadline      racks of jobs past their deadline and not done / R
-    trip, hazard  terminal charge 2 x (1 + steps left)
+    work_value    + value-weighted rack-s of progress at the GPU-hour value
+    energy        grid and generator energy at the tariff
+    demand        demand-charge rent on the 15-min peak estimate
+    carbon        kg CO2 at the scenario's carbon price
+    lost_work     scheduled rack-s not done (throttling, checkpoints) at the GPU-hour
+                  value
+    deadline      rack-s of jobs past their deadline, at the GPU-hour value
+    throttle      GPU-s above the slowdown temperature, at its shadow price
+    trip, hazard  terminal: the pod's work for the rest of the episode
     ============  ================================================================
 
     **Termination**: any rack trip or an oxygen hazard. **Truncation**: the
@@ -139,7 +143,7 @@ class PowerAwareSchedulingEnv(HeatsyncEnv):
 
         env = gym.make("heatsync/PowerAwareScheduling-v0", episode__steps=60)
         obs, info = env.reset(seed=0)
-        obs, reward, terminated, truncated, info = env.step([1, 2])  # start job 1, anti-phase
+        obs, reward, terminated, truncated, info = env.step([0, 2])  # the oldest job, anti-phase
         print(info["job_started"], info["jobs_running"], info["reward_work_value"])
     """
 

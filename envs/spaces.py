@@ -1,12 +1,14 @@
 """Action layouts: one declaration per task, from which spaces, names, decoding,
 encoding and clipping derive.
 
-A Box action is a float32 vector in [-1, 1] made of named :class:`Segment` s. Each
-segment maps its components ``a`` to a physical range ``[lo, hi]``:
+A Box action is a float32 vector in [-1, 1] made of named :class:`Segment` s. Every
+segment's component ``a`` decodes so that **0 is the segment's default** (the scenario's
+fixed setpoint) and the physical ends of its range are reached at ``|a| = SAT`` (0.9),
+so no setting sits on a bound of the box (beyond ``SAT`` the value stays at the end):
 
-* ``lin``: ``lo + (a + 1) / 2 * (hi - lo)``;
-* ``log``: log-uniform, ``lo * (hi / lo) ** ((a + 1) / 2)`` (ramp limits, which
-  span three decades);
+* ``center``: with ``x = clip(a / SAT, -1, 1)``, ``v = d + x (hi - d)`` for ``x >= 0``
+  and ``v = d + x (d - lo)`` below (a default at an end leaves that half flat);
+* ``logcenter``: the same in ``log v`` (ramp limits, which span three decades);
 * ``step``: ``hi`` where ``a > 0``, else ``lo`` (switches such as an LN2 order);
 * ``bins``: the whole number ``lo + floor((a + 1) / 2 * n)`` for ``n = hi - lo + 1``
   choices, clipped into ``[lo, hi]`` (a job picked from a list).
@@ -31,19 +33,22 @@ from gymnasium import spaces
 
 from heatsync.physics import Action, Params, actuator_ranges
 
-__all__ = ["Segment", "ActionLayout", "plant_segment", "smoothing_layout", "cooling_layout",
-           "check_action", "box_space", "SCALES", "PLANT_FIELDS"]
+__all__ = ["Segment", "ActionLayout", "plant_segment", "check_action", "box_space", "SCALES",
+           "PLANT_FIELDS", "SAT"]
 
 #: the segment scales (see the module docstring)
-SCALES = ("lin", "log", "step", "bins")
+SCALES = ("center", "logcenter", "step", "bins")
+#: |a| at which a continuous segment reaches the end of its range
+SAT = 0.9
 #: the plant actuators a segment may set (the fields of heatsync.physics.Action)
 PLANT_FIELDS = tuple(f.name for f in dataclasses.fields(Action))
 
 
 @dataclasses.dataclass(frozen=True)
 class Segment:
-    """A named block of an action vector and its physical range (``lo``/``hi`` scalars
-    or arrays of the segment's size)."""
+    """A named block of an action vector: its physical range ``[lo, hi]``, its ``default``
+    (what ``a = 0`` decodes to; ``lo`` for switches) and scale. ``lo``, ``hi`` and
+    ``default`` are scalars or arrays of the segment's size."""
 
     name: str
     size: int
@@ -51,17 +56,37 @@ class Segment:
     hi: object
     scale: str
     unit: str
+    default: object = None
 
     def __post_init__(self):
         if self.scale not in SCALES:
             raise ValueError(f"segment {self.name}: scale {self.scale!r}; allowed: {SCALES}")
+        if self.default is None:
+            object.__setattr__(self, "default", self.lo)
 
 
-def plant_segment(p: Params, name: str, per_rack: bool, scale: str, unit: str) -> Segment:
+def plant_segment(p: Params, name: str, size: int, scale: str, unit: str,
+                  default) -> Segment:
     """A segment over a plant :class:`~heatsync.physics.Action` field, with the range
-    physics declares for it."""
+    physics declares for it; a one-component segment over a per-rack field takes the
+    widest range and the racks' mean default. Works on traced params (inside a jit)."""
     lo, hi = actuator_ranges(p)[name]
-    return Segment(name, p.n_racks if per_rack else 1, lo, hi, scale, unit)
+    lo, hi, d = jnp.asarray(lo), jnp.asarray(hi), jnp.asarray(default)
+    if size > 1:
+        lo, hi, d = (jnp.broadcast_to(x, (size,)) for x in (lo, hi, d))
+    else:
+        lo, hi, d = jnp.min(lo), jnp.max(hi), jnp.mean(d)
+    return Segment(name, size, lo, hi, scale, unit, jnp.clip(d, lo, hi))
+
+
+def _center(x, d, lo, hi, xp):
+    return xp.where(x >= 0.0, d + x * (hi - d), d + x * (d - lo))
+
+
+def _uncenter(v, d, lo, hi, xp):
+    up = xp.where(hi > d, (v - d) / xp.where(hi > d, hi - d, 1.0), 0.0)
+    down = xp.where(d > lo, (v - d) / xp.where(d > lo, d - lo, 1.0), 0.0)
+    return xp.where(v >= d, up, down)
 
 
 class ActionLayout:
@@ -86,6 +111,9 @@ class ActionLayout:
     def __len__(self):
         return len(self.segments)
 
+    def __getitem__(self, name: str) -> Segment:
+        return next(s for s in self.segments if s.name == name)
+
     def space(self) -> spaces.Box:
         """The float32 [-1, 1] Box."""
         return box_space(self.size)
@@ -101,13 +129,14 @@ class ActionLayout:
         for s in self.segments:
             lo = np.asarray(s.lo, dtype=float).reshape(-1)
             hi = np.asarray(s.hi, dtype=float).reshape(-1)
+            d = np.asarray(s.default, dtype=float).reshape(-1)
             rows.append((s.name, self.slices[s.name].start, s.size,
-                         f"[{lo.min():g}, {hi.max():g}] {s.unit} ({s.scale})"))
+                         f"[{lo.min():g}, {hi.max():g}] {s.unit}, 0 -> {d.mean():g} "
+                         f"({s.scale})"))
         return rows
 
     def plant_part(self) -> ActionLayout:
-        """The segments that set a plant :class:`~heatsync.physics.Action` field (without,
-        e.g., Facility's job placement)."""
+        """The segments that set a plant :class:`~heatsync.physics.Action` field directly."""
         return ActionLayout(s for s in self.segments if s.name in PLANT_FIELDS)
 
     def switch_mask(self) -> np.ndarray:
@@ -125,15 +154,17 @@ class ActionLayout:
         out = {}
         for s in self.segments:
             x = a[..., self.slices[s.name]]
-            u = 0.5 * (x + 1.0)
-            lo, hi = xp.asarray(s.lo, u.dtype), xp.asarray(s.hi, u.dtype)
-            if s.scale == "lin":
-                v = lo + u * (hi - lo)
-            elif s.scale == "log":
-                v = xp.exp(xp.log(lo) + u * (xp.log(hi) - xp.log(lo)))
+            lo, hi = xp.asarray(s.lo, x.dtype), xp.asarray(s.hi, x.dtype)
+            d = xp.asarray(s.default, x.dtype)
+            c = xp.clip(x / SAT, -1.0, 1.0)
+            if s.scale == "center":
+                v = _center(c, d, lo, hi, xp)
+            elif s.scale == "logcenter":
+                v = xp.exp(_center(c, xp.log(d), xp.log(lo), xp.log(hi), xp))
             elif s.scale == "step":
                 v = xp.where(x > 0.0, hi, lo)
             else:  # bins
+                u = 0.5 * (x + 1.0)
                 v = lo + xp.clip(xp.floor(u * (hi - lo + 1.0)), 0.0, hi - lo)
             out[s.name] = v[..., 0] if s.size == 1 else v
         return out
@@ -142,13 +173,14 @@ class ActionLayout:
         """The [-1, 1] action of physical values: the inverse of :meth:`decode`.
 
         **Arguments**: ``values`` maps every segment name to a scalar, a ``(size,)``
-        array or a ``(..., size)`` batch (``(...,)`` or ``(..., 1)`` for size-1
-        segments); ``xp``: ``np`` (host, float64 inside, float32 out) or ``jnp``
-        (inside a jit, the values' dtype).
+        array or a ``(..., size)`` batch (``(..., 1)`` for a batch of a size-1
+        segment); ``xp``: ``np`` (host, float64 inside, float32 out) or ``jnp`` (inside a
+        jit, the values' dtype).
 
         **Returns**: ``(..., size)``. Values are clipped to each segment's range first,
-        so ``decode(encode(v))`` equals ``v`` clipped; ``step`` segments encode to +1
-        above the middle of the range, else -1; ``bins`` to the middle of the bin.
+        so ``decode(encode(v))`` equals ``v`` clipped; the default encodes to 0, the ends
+        of a range to ``+-SAT``; ``step`` segments encode to +1 above the middle of the
+        range, else -1; ``bins`` to the middle of the bin.
         """
         missing = [s.name for s in self.segments if s.name not in values]
         if missing:
@@ -163,13 +195,12 @@ class ActionLayout:
                 v = v[..., None]
             lo = xp.asarray(s.lo, dtype=v.dtype)
             hi = xp.asarray(s.hi, dtype=v.dtype)
+            d = xp.asarray(s.default, dtype=v.dtype)
             v = xp.clip(xp.broadcast_to(v, v.shape[:-1] + (s.size,)), lo, hi)
-            span = xp.where(hi > lo, hi - lo, 1.0)
-            if s.scale == "lin":
-                a = 2.0 * (v - lo) / span - 1.0
-            elif s.scale == "log":
-                llo, lhi = xp.log(lo), xp.log(hi)
-                a = 2.0 * (xp.log(v) - llo) / xp.where(lhi > llo, lhi - llo, 1.0) - 1.0
+            if s.scale == "center":
+                a = SAT * _uncenter(v, d, lo, hi, xp)
+            elif s.scale == "logcenter":
+                a = SAT * _uncenter(xp.log(v), xp.log(d), xp.log(lo), xp.log(hi), xp)
             elif s.scale == "step":
                 a = xp.where(v > 0.5 * (lo + hi), 1.0, -1.0)
             else:  # bins: the middle of bin round(v - lo) of n
@@ -179,30 +210,6 @@ class ActionLayout:
         parts = [xp.broadcast_to(p, batch + p.shape[-1:]) for p in parts]
         out = xp.clip(xp.concatenate(parts, axis=-1), -1.0, 1.0)
         return out.astype(np.float32) if host else out
-
-
-def smoothing_layout(p: Params) -> ActionLayout:
-    """Per-rack power knobs and storage dispatch (PowerSmoothing, Facility)."""
-    return ActionLayout([
-        plant_segment(p, "gpu_cap_w", True, "lin", "W per GPU"),
-        plant_segment(p, "gpu_floor_frac", True, "lin", "1 of TDP"),
-        plant_segment(p, "ramp_up_w_per_s", True, "log", "W/s per GPU"),
-        plant_segment(p, "ramp_down_w_per_s", True, "log", "W/s per GPU"),
-        plant_segment(p, "uc_target_w", True, "lin", "W rack bus draw"),
-        plant_segment(p, "uc_gain", True, "lin", "1"),
-        plant_segment(p, "ups_target_w", False, "lin", "W grid draw"),
-        plant_segment(p, "ups_gain", False, "lin", "1"),
-    ])
-
-
-def cooling_layout(p: Params) -> ActionLayout:
-    """Coolant and LN2 actuators (CoolingDispatch, Facility)."""
-    return ActionLayout([
-        plant_segment(p, "pump_speed", False, "lin", "1 of rated"),
-        plant_segment(p, "supply_setpoint_c", False, "lin", "degC"),
-        plant_segment(p, "ln2_valve", False, "lin", "1"),
-        plant_segment(p, "ln2_order", False, "step", "order if > 0"),
-    ])
 
 
 def box_space(n: int) -> spaces.Box:

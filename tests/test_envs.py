@@ -40,12 +40,12 @@ def _safe_action(env):
     idle, pump 80 %, supply 32 degC, LN2 shut; start the first job."""
     names = env.unwrapped.action_names
     if names == ["job", "phase_bin"]:
-        return np.array([1, 0])
+        return np.array([0, 0])
     a = np.zeros(len(names), np.float32)
     rules = {"gpu_cap_w": 1.0, "gpu_floor_frac": -1.0, "ramp_up_w_per_s": 1.0,
              "ramp_down_w_per_s": 1.0, "uc_gain": -1.0, "ups_gain": -1.0, "pump_speed": 0.6,
              "supply_setpoint_c": (32.0 - 10.0) / 35.0 * 2.0 - 1.0, "ln2_valve": -1.0,
-             "ln2_order": -1.0, "start_job": 1.0, "job_select": -1.0, "phase_offset": -1.0}
+             "ln2_order": -1.0, "defer_job": -1.0, "job_select": -1.0, "phase_offset": -1.0}
     for i, n in enumerate(names):
         a[i] = rules.get(n.split("[")[0], 0.0)
     return a
@@ -114,14 +114,21 @@ def test_reward__weighted_terms_in_info_sum_to_reward(random_episodes, env_id):
         assert sum(parts.values()) == pytest.approx(r, rel=1e-5, abs=1e-5)
 
 
-def test_reward__weights_come_from_the_scenario_config():
-    env = gymnasium.make("heatsync/PowerSmoothing-v0", episode__steps=STEPS,
-                         reward__band=0.0, reward__ramp=3.0)
-    env.reset(seed=1)
-    _, _, _, _, info = env.step(_safe_action(env))
-    _, _, _, _, info = env.step(_safe_action(env))
-    assert info["reward_band"] == 0.0 and info["term_band"] > 0.0
-    assert info["reward_ramp"] == pytest.approx(-3.0 * info["term_ramp"], rel=1e-6)
+def test_reward__prices_come_from_the_scenario_config():
+    """The reward section sets the USD prices: a free band costs nothing, a tripled
+    ramp price triples the ramp term, everything else unchanged."""
+    def run(**prices):
+        env = gymnasium.make("heatsync/PowerSmoothing-v0", scenario="sync-swings",
+                             episode__steps=STEPS, **{f"reward__{k}": v for k, v in prices.items()})
+        env.reset(seed=1)
+        infos = [env.step(np.zeros(env.action_space.shape, np.float32))[4] for _ in range(4)]
+        return infos[-1]
+
+    base, free, steep = run(), run(band_usd_per_kw_s=0.0), run(ramp_usd_per_mw=0.3)
+    assert base["reward_band"] < 0.0 and free["reward_band"] == 0.0
+    assert base["reward_ramp"] < 0.0
+    assert steep["reward_ramp"] == pytest.approx(3.0 * base["reward_ramp"], rel=1e-5)
+    assert steep["reward_energy"] == base["reward_energy"]
 
 
 @pytest.mark.parametrize("env_id", IDS)
@@ -173,7 +180,9 @@ def test_termination__pump_off_trip_terminates_not_truncates():
             break
     assert term and not trunc
     assert info["cause_trip"] and info["trips"] > 0
-    assert info["reward_trip"] <= -2.0 * (1 + 400 - info["step"])  # terminal charge
+    # terminal charge: the pod's GPU time for the rest of the episode (8 x 72 GPUs, 4 $/h)
+    rest = (1 + 400 - info["step"]) * 8 * 72 * 4.0 / 3600.0
+    assert info["reward_trip"] == pytest.approx(-rest, rel=1e-5)
 
 
 def test_truncation__time_limit_truncates_not_terminates(envs):
@@ -200,7 +209,7 @@ def test_jit__reset_and_step_trace_once_per_shape(envs, env_id):
         for _ in range(3):
             env.step(env.action_space.sample())
     # other leaf values (episode length, weights, a scenario of the same shape) reuse the code
-    other = gymnasium.make(env_id, episode__steps=9, reward__energy_cost=2.5,
+    other = gymnasium.make(env_id, episode__steps=9, reward__gpu_hour_usd=2.5,
                            exogenous__ambient_mean_c=30.0)
     other.reset(seed=5)
     other.step(_safe_action(other))
@@ -240,7 +249,7 @@ def test_flat__buffers_round_trip_every_leaf_and_key_the_compile_cache():
     same(sflat.unpack(b3, batch_ndim=1), states)
     same(jax.jit(lambda b: sflat.unpack(b, batch_ndim=1))(b3), states)
 
-    s2, p2 = flat_specs(task, task.make_params(episode__steps=9, reward__deadline=3.0))
+    s2, p2 = flat_specs(task, task.make_params(episode__steps=9, reward__gpu_hour_usd=3.0))
     assert (s2, p2) == (sflat, pflat) and hash(s2) == hash(sflat)
     other = make_task("PowerSmoothing")
     assert flat_specs(other, other.make_params())[0] != sflat
@@ -252,11 +261,11 @@ def test_make__picks_bundled_scenario_yaml_path_and_overrides(tmp_path):
     assert env.unwrapped.episode_steps == 7
     path = tmp_path / "mine.yaml"
     path.write_text("name: mine\nextends: default\nepisode: {steps: 11}\n"
-                    "reward: {energy_cost: 4.0}\n")
+                    "reward: {gpu_hour_usd: 4.5}\n")
     env = gymnasium.make("heatsync/PowerSmoothing-v0", scenario=str(path))
     assert env.unwrapped.scenario.name == "mine"
     assert env.unwrapped.episode_steps == 11
-    assert float(env.unwrapped.params.reward.energy_cost) == 4.0
+    assert float(env.unwrapped.params.prices.gpu_hour_usd) == 4.5
     with pytest.raises(ScenarioError, match="episode.steps"):
         gymnasium.make("heatsync/PowerSmoothing-v0", episode__steps=0)
     with pytest.raises(ValueError, match="render_mode"):
@@ -330,19 +339,20 @@ def test_scheduling__started_job_occupies_racks_and_finishes():
                                   queue={"duration_min_s": 6.0, "duration_max_s": 8.0,
                                          "period_min_s": 2.0, "period_max_s": 2.0})
     env.reset(seed=0)
-    _, _, _, _, info = env.step([0, 0])  # defer
+    defer = env.action_space.nvec[0] - 1
+    _, _, _, _, info = env.step([defer, 0])
     assert not info["job_started"] and info["jobs_running"] == 0
-    _, _, _, _, info = env.step([1, 0])
+    _, _, _, _, info = env.step([0, 0])  # the oldest waiting job
     assert info["job_started"] and info["jobs_running"] == 1
     assert info["reward_work_value"] > 0.0
-    _, _, _, _, info = env.step([1, 2])  # a second job, anti-phase to the first
+    _, _, _, _, info = env.step([0, 2])  # a second job, anti-phase to the first
     assert info["jobs_running"] == 2
     ws = env.state.plant.work
     pos = np.mod(np.asarray(ws.phase + ws.spec.phase_offset), 1.0)[:2]
     assert abs(((pos[1] - pos[0]) % 1.0) - 0.5) < 0.05
     done = 0
     for _ in range(12):
-        _, _, _, _, info = env.step([0, 0])
+        _, _, _, _, info = env.step([defer, 0])
         done = info["jobs_done"]
     assert done == 2 and info["jobs_running"] == 0
     assert int(np.sum(np.asarray(env.state.plant.work.rack_job) >= 0)) == 0

@@ -75,6 +75,7 @@ def test_random_params_and_actions__every_task_stays_finite_and_in_range(task_na
         if v.dtype.kind == "f":
             assert np.all(np.isfinite(v)), k
     s = final.plant
+    p = final.plant_params  # the episode's own params: the scenario's distribution redraws some
     assert p.ups.e_min_frac * p.ups.e_max_j - 1e-3 <= s.ups.e_j <= p.ups.e_max_j * (1 + 1e-6)
     assert np.all(s.uc_e_j >= -1e-3) and np.all(s.uc_e_j <= p.ultracap.e_max_j * (1 + 1e-6))
     assert 0 <= s.ln2.tank_kg <= p.ln2.tank_capacity_kg
