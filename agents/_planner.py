@@ -14,11 +14,12 @@ import optax
 
 from heatsync.envs import make_task
 from heatsync.envs.facility import scheduling_layout
-from heatsync.envs.reward import ramp_excess_w_per_s
+from heatsync.envs.reward import ramp_excess_w
 from heatsync.physics import exogenous_at, replace
-from heatsync.physics import step as plant_step
+from heatsync.physics.ups import floor_j
 
 __all__ = ["MPCConfig", "Penalties", "plant_layout", "to_action", "from_action", "shift_plan",
+           "plan_actions", "plan_of_actions",
            "plan_cost", "INTENSIVE_TERMS", "SAT", "Z_MAX"]
 
 #: reward terms that are means over an interval (not sums): scaled by the model's interval ratio
@@ -27,30 +28,29 @@ INTENSIVE_TERMS = ("band", "ramp")
 
 @dataclasses.dataclass(frozen=True)
 class Penalties:
-    """Smooth constraint penalties, in reward units per env step (1 s).
+    """Smooth constraint penalties on top of the reward (USD), per env step (1 s).
 
-    Each is ``weight x hinge(violation / scale) ** 2``; the scales are chosen
-    so that a weight of 1 costs about as much as a bad step of the reward
-    (0.5-1.5) at a violation of 1 K, 1e-3 of oxygen fraction, or a mean ramp
-    excess of the contract limit per second (the reward's ramp scale); state of
-    charge is in units of capacity: the UPS is held inside a band above an
-    outage reserve with headroom to absorb swings (0.01 outside costs 1 per
-    step), ultracapacitors inside a band, and a terminal charge
-    ``w_soc_end x (SoC lost over the horizon)`` keeps a plan from borrowing
-    stored energy it does not pay back (1 % of the UPS costs 2).
+    Each is ``usd_per_unit x weight x hinge(violation / scale) ** 2``: a weight of 1 costs
+    ``usd_per_unit`` (about a step of the pod's energy) at a violation of 1 K, 1e-3 of
+    oxygen fraction, or a grid ramp excess of the contract per second; state of charge is
+    in units of capacity: the UPS is kept above its ride-through reserve (the band's
+    lower end raised to it) and below ``ups_soc_band[1]``, ultracapacitors inside a band;
+    the reward's own ``storage_value`` term already charges for stored energy used, so
+    the terminal ``w_soc_end`` charge is 0 by default.
     """
 
+    usd_per_unit: float = 0.05  #: USD of a unit of penalty (weight 1 at the unit violation)
     junction_margin_k: float = 2.0  #: keep the hottest junction below t_slowdown_c - this
     w_junction: float = 1.0  #: per K^2 above the margin, per step
     supply_margin_k: float = 1.0  #: keep the supply above condensation_floor_c + this
     w_overcool: float = 1.0  #: per K^2 below the margin, per step
     supply_max_c: float = 45.0  #: warmest allowed supply (W45 coolant class), degC
     w_supply_high: float = 0.01  #: per K^2 above supply_max_c, per step
-    ups_soc_band: tuple = (0.85, 0.95)  #: keep UPS SoC inside (outage reserve; starts at 0.9)
+    ups_soc_band: tuple = (0.0, 0.98)  #: keep UPS SoC inside (the reserve raises the low end)
     w_ups_soc: float = 1.0e4  #: per (UPS SoC outside its band)^2, per step
     uc_soc_band: tuple = (0.05, 0.95)  #: keep ultracapacitor SoC inside this band
     w_uc_soc: float = 10.0  #: per (mean over racks of SoC outside the band)^2, per step
-    w_soc_end: float = 200.0  #: per unit of SoC lost over the horizon (UPS; mean of UCs), once
+    w_soc_end: float = 0.0  #: per unit of SoC lost over the horizon (UPS; mean of UCs), once
     w_ramp: float = 1.0  #: per (mean grid ramp above the limit / contract limit per s)^2, per step
     o2_margin: float = 0.005  #: keep room O2 above o2_alarm_frac + this
     w_o2: float = 1.0  #: per (1e-3 of O2 fraction below the margin)^2, per step
@@ -116,8 +116,9 @@ Z_MAX = 3.0
 
 
 def plant_layout(task, params):
-    """The plant part of a task's action layout (without Facility's job placement)."""
-    return make_task(task).layout(params).plant_part()
+    """The action layout the planner optimizes: the task's whole Box layout (its switch
+    components, ``step`` and ``bins``, are set by rule, not optimized)."""
+    return make_task(task).layout(params)
 
 
 def to_action(z):
@@ -130,6 +131,41 @@ def to_action(z):
 def from_action(a):
     """Plan variables for normalized actions ``a`` (the inverse of :func:`to_action`)."""
     return jnp.arctanh(jnp.clip(jnp.asarray(a) / SAT, -1.0 / SAT, 1.0 / SAT))
+
+
+def _unit_values(layout, w):
+    """Physical values by segment at unit coordinates ``w`` in [-1, 1] (..., n): the ends
+    of each range at -1 and 1, linear (log-uniform for ``logcenter``) between."""
+    out = {}
+    for s in layout:
+        u = 0.5 * (w[..., layout.slices[s.name]] + 1.0)
+        lo, hi = jnp.asarray(s.lo, w.dtype), jnp.asarray(s.hi, w.dtype)
+        if s.scale == "logcenter":
+            out[s.name] = jnp.exp(jnp.log(lo) + u * (jnp.log(hi) - jnp.log(lo)))
+        else:
+            out[s.name] = lo + u * (hi - lo)
+    return out
+
+
+def plan_actions(layout, z):
+    """Env actions (..., n) of plan variables ``z``: each component's position in its
+    physical range is ``to_action(z)``, encoded by the env's own layout. The planner
+    thus sees no flat part of the action map (a default at an end of its range makes
+    half of the env's [-1, 1] flat) and reaches every setting."""
+    return layout.encode(_unit_values(layout, to_action(z)), xp=jnp)
+
+
+def plan_of_actions(layout, a):
+    """Plan variables of env actions ``a`` (the inverse of :func:`plan_actions`)."""
+    v = layout.decode(a)
+    parts = []
+    for s in layout:
+        x = jnp.reshape(jnp.asarray(v[s.name]), jnp.shape(a)[:-1] + (s.size,))
+        lo, hi = jnp.asarray(s.lo, x.dtype), jnp.asarray(s.hi, x.dtype)
+        if s.scale == "logcenter":
+            x, lo, hi = jnp.log(x), jnp.log(lo), jnp.log(hi)
+        parts.append(2.0 * (x - lo) / jnp.where(hi > lo, hi - lo, 1.0) - 1.0)
+    return from_action(jnp.concatenate(parts, axis=-1))
 
 
 def shift_plan(z):
@@ -170,17 +206,20 @@ def _static(task, params, cfg: MPCConfig) -> _Static:
     return _Static(make_task(task), cfg, ratio, n_sub, hold, knots)
 
 
-def _model_params(st: _Static, params):
-    p = params.plant
+def _model_state(st: _Static, env_state):
+    """The env state the model rolls forward: the episode's plant params on the model's
+    interval and substeps (unchanged when they are the env's)."""
+    p = env_state.plant_params
     if st.ratio == 1 and st.n_sub == p.n_sub:
-        return p
-    return replace(p, dt_s=p.dt_s * st.ratio, n_sub=st.n_sub)
+        return env_state
+    return replace(env_state, plant_params=replace(p, dt_s=p.dt_s * st.ratio, n_sub=st.n_sub),
+                   p_grid_sub_w=jnp.zeros((st.n_sub,), env_state.p_grid_sub_w.dtype))
 
 
-def _forecast(st: _Static, params, env_state, t_s, dt_s):
+def _forecast(st: _Static, env_state, model_state, t_s, dt_s):
     """Exogenous inputs of the model interval starting at ``t_s``."""
     if st.cfg.forecast == "perfect":
-        return exogenous_at(params.exo, env_state.exo_key, t_s, dt_s)
+        return exogenous_at(env_state.exo_params, env_state.exo_key, t_s, dt_s)
     e = env_state.exo
     return replace(e, t_s=jnp.asarray(t_s, e.t_s.dtype),
                    ln2_delivery_kg=jnp.zeros_like(e.ln2_delivery_kg))
@@ -190,8 +229,9 @@ def _hinge2(x):
     return jnp.square(jnp.maximum(x, 0.0))
 
 
-def _penalty(pen: Penalties, mp, norm, s1, out, s0):
-    """Constraint penalties of one model interval, per env step (see :class:`Penalties`)."""
+def _penalty(pen: Penalties, mp, s1, out, s0, exo):
+    """Smooth constraint penalties of one model interval, per env step (see
+    :class:`Penalties`), on top of the reward's own."""
     g, c = mp.gpu, mp.cdu
     f = s1.t_s.dtype
     j = _hinge2(out["t_junction_max_c"] - (g.t_slowdown_c - pen.junction_margin_k))
@@ -200,13 +240,15 @@ def _penalty(pen: Penalties, mp, norm, s1, out, s0):
     ups_soc = s1.ups.e_j / jnp.maximum(mp.ups.e_max_j, 1e-9)
     uc_soc = s1.uc_e_j / jnp.maximum(mp.ultracap.e_max_j * jnp.ones_like(s1.uc_e_j), 1e-9)
     lo, hi = pen.uc_soc_band
-    ups = (_hinge2(jnp.maximum(pen.ups_soc_band[0], mp.ups.e_min_frac) - ups_soc)
-           + _hinge2(ups_soc - pen.ups_soc_band[1]))
+    ups_lo = jnp.maximum(pen.ups_soc_band[0], floor_j(mp.ups, 1.0) / mp.ups.e_max_j)
+    ups = _hinge2(ups_lo - ups_soc) + _hinge2(ups_soc - pen.ups_soc_band[1])
     uc = jnp.mean(_hinge2(lo - uc_soc) + _hinge2(uc_soc - hi))
-    ramp = _hinge2(ramp_excess_w_per_s(mp, s0, out["p_grid_sub_w"]) / norm.ramp_ref_w_per_s)
+    ramp = _hinge2(ramp_excess_w(mp, s0, out["p_grid_sub_w"], exo)
+                   / (mp.grid.contract_limit_w * mp.dt_s))
     o2 = _hinge2((mp.ln2.o2_alarm_frac + pen.o2_margin - out["o2_min_frac"]) / 1e-3)
-    return (pen.w_junction * j + pen.w_overcool * oc + pen.w_supply_high * hot
-            + pen.w_ups_soc * ups + pen.w_uc_soc * uc + pen.w_ramp * ramp + pen.w_o2 * o2).astype(f)
+    return (pen.usd_per_unit * (pen.w_junction * j + pen.w_overcool * oc
+                                + pen.w_supply_high * hot + pen.w_ups_soc * ups
+                                + pen.w_uc_soc * uc + pen.w_ramp * ramp + pen.w_o2 * o2)).astype(f)
 
 
 def _soc(mp, s):
@@ -215,52 +257,45 @@ def _soc(mp, s):
     return ups, uc
 
 
-def _interval_cost(st: _Static, params, mp, s0, s1, out, exo, queue, remaining):
-    """Weighted reward terms of one model interval (``-reward``), as the env computes them
-    (the task's :class:`~heatsync.envs.Reward`), with the intensive terms scaled to the
-    model's interval and :attr:`MPCConfig.term_scale` applied; ``deadline`` does not
-    depend on the plant actions and is left out."""
-    reward = st.task.reward
-    terms = reward.terms_of(params, s0, s1, out, exo, remaining, queue=queue, plant=mp)
+def _interval_cost(st: _Static, signed: dict):
+    """``-reward`` of one model interval from the task's signed USD terms, with the
+    intensive terms scaled to the model's interval and :attr:`MPCConfig.term_scale`
+    applied; ``deadline`` does not depend on the plant actions and is left out."""
     scale = {"deadline": 0.0, **dict(st.cfg.term_scale)}
-    terms = {k: v * (st.ratio if k in INTENSIVE_TERMS else 1.0) * scale.get(k, 1.0)
-             for k, v in terms.items()}
-    weighted = reward.weighted(terms, params.reward, dtype=None)
-    cost = jnp.zeros((), s1.t_s.dtype)
-    for name in reward.terms:
-        cost = cost - weighted[name]
+    cost = jnp.zeros((), next(iter(signed.values())).dtype)
+    for name in st.task.reward.terms:
+        f = (st.ratio if name in INTENSIVE_TERMS else 1.0) * scale.get(name, 1.0)
+        cost = cost - f * signed[name]
     return cost
 
 
 def plan_cost(st: _Static, z, env_state, params):
-    """Cost of the plan ``z`` (K, n) from one env's state: the model rollout's
-    summed weighted reward terms plus the penalties (scalar)."""
-    layout = plant_layout(st.task, params)
-    mask = jnp.asarray(layout.switch_mask())
-    mp = _model_params(st, params)
+    """Cost of the plan ``z`` (K, n) from one env's state: the model rollout's summed
+    ``-reward`` (the task's own step, :meth:`heatsync.envs.Task.advance`, under the
+    forecast) plus the smooth penalties (scalar). Switch components stay off inside the
+    model (no LN2 order, no job start)."""
+    mask = jnp.asarray(st.task.layout(params).switch_mask())
+    a_plan = jnp.where(mask, -1.0, plan_actions(st.task.layout(params), z))
     pen = st.cfg.penalties
-    ratio = st.ratio
-    a_plan = jnp.where(mask, -1.0, to_action(z))  # switches stay off inside the model
-    queue = env_state.queue
-    steps0 = env_state.t
+    m0 = _model_state(st, env_state)
+    mp = m0.plant_params
 
     def one(carry, i):
         s = carry
-        a = a_plan[i // st.hold]
-        act = replace(params.control, **layout.decode(a))
-        exo = _forecast(st, params, env_state, s.t_s, mp.dt_s)
-        s1, out = plant_step(mp, s, act, exo)
-        remaining = jnp.maximum(params.episode_steps - steps0 - (i + 1) * ratio, 0)
-        c = _interval_cost(st, params, mp, s, s1, out, exo, queue, remaining)
-        c = c + ratio * _penalty(pen, mp, params.norm, s1, out, s)
+        exo = _forecast(st, env_state, s, s.plant.t_s, mp.dt_s)
+        s = replace(s, exo=exo)
+        s1, _, signed, out, _, _, _ = st.task.advance(params, s, a_plan[i // st.hold])
+        c = _interval_cost(st, signed) + st.ratio * _penalty(pen, mp, s1.plant, out, s.plant,
+                                                             exo)
         return s1, c
 
     body = jax.checkpoint(one) if st.cfg.checkpoint else one
     n_steps = st.knots * st.hold
-    s_end, costs = jax.lax.scan(body, env_state.plant, jnp.arange(n_steps))
+    s_end, costs = jax.lax.scan(body, m0, jnp.arange(n_steps))
     ups0, uc0 = _soc(mp, env_state.plant)
-    ups1, uc1 = _soc(mp, s_end)
-    end = pen.w_soc_end * (jnp.maximum(ups0 - ups1, 0.0) + jnp.maximum(uc0 - uc1, 0.0))
+    ups1, uc1 = _soc(mp, s_end.plant)
+    end = pen.usd_per_unit * pen.w_soc_end * (jnp.maximum(ups0 - ups1, 0.0)
+                                              + jnp.maximum(uc0 - uc1, 0.0))
     return jnp.sum(costs) + end
 
 
@@ -316,20 +351,23 @@ def _rules(st: _Static, cfg: MPCConfig, env_state, params):
     sched = None
     if st.task.name == "Facility":
         sched = scheduling_layout(params).encode(
-            {"start_job": 1.0, "job_select": 0.0, "phase_offset": 0.5}, xp=jnp)
+            {"defer_job": 0.0, "job_select": 0.0, "phase_offset": 0.5}, xp=jnp)
     return order, sched
 
 
 @partial(jax.jit, static_argnums=0)
 def _emit_batch(st: _Static, z_first, env_states, params):
     """Env actions (N, action dim) from the first planned action of each env."""
-    mask = jnp.asarray(plant_layout(st.task, params).switch_mask())
+    layout = plant_layout(st.task, params)
 
     def one(z, es):
         order, sched = _rules(st, st.cfg, es, params)
-        a = jnp.where(mask, order, to_action(z))
-        if st.task.name == "Facility":
-            a = jnp.concatenate([a, sched.astype(a.dtype)])
+        a = plan_actions(layout, z)
+        if "ln2_order" in layout.slices:
+            a = a.at[layout.slices["ln2_order"]].set(order)
+        if sched is not None:
+            sl = slice(layout.slices["defer_job"].start, layout.slices["phase_offset"].stop)
+            a = a.at[sl].set(sched.astype(a.dtype))
         return a
 
     return jax.vmap(one)(z_first, env_states)
@@ -337,12 +375,11 @@ def _emit_batch(st: _Static, z_first, env_states, params):
 
 @partial(jax.jit, static_argnums=0)
 def _init_plan(st: _Static, params):
-    """The first plan: the scenario's fixed setpoints held over the horizon (K, n)."""
+    """The first plan: the scenario's fixed setpoints (action 0) held over the horizon
+    (K, n)."""
     layout = plant_layout(st.task, params)
-    c = params.control
-    a = layout.encode({s.name: getattr(c, s.name) for s in layout}, xp=jnp)
-    z = from_action(a)
-    return jnp.broadcast_to(z, (st.knots, z.shape[0]))
+    z = plan_of_actions(layout, jnp.zeros((layout.size,), params.plant.dt_s.dtype))
+    return jnp.broadcast_to(z, (st.knots, layout.size))
 
 
 def _start_candidates(st: _Static, params, z_init):

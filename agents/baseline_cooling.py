@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from heatsync.envs.cooling_dispatch import cooling_layout
 from heatsync.envs.observations import (
     T_JUNCTION_REF_C,
     T_JUNCTION_SPAN_K,
     T_SPAN_K,
     T_SUPPLY_REF_C,
 )
-from heatsync.envs.spaces import cooling_layout
 
 from .baseline_common import Baseline
 
@@ -36,7 +36,7 @@ class _CoolingBase(Baseline):
 
     def _setup(self):
         c = self.params.plant.cdu
-        self._layout = cooling_layout(self.params.plant)
+        self._layout = cooling_layout(self.params)
         self._pump_min = float(c.pump_speed_min)
         self._sp_lo, self._sp_hi = float(c.setpoint_min_c), float(c.setpoint_max_c)
 

@@ -39,7 +39,7 @@ class FacilityRule(Baseline):
     ``scheduling`` (default :class:`~heatsync.agents.PowerCappedGreedy`),
     each reading the Facility observation by name with its own constants
     from ``configs/controllers.yaml``. The scheduler's choice maps to the
-    Facility layout: ``start_job`` +1 to start (-1 to defer), ``job_select``
+    Facility layout: ``defer_job`` -1 to start (+1 to defer), ``job_select``
     the centre of the chosen job's bin, ``phase_offset`` the chosen phase
     bin's offset.
 
@@ -82,7 +82,7 @@ class FacilityRule(Baseline):
         cooling = self.parts["cooling"]._act(obs)
         k, b = self.parts["scheduling"].step_decision(obs)
         sched = scheduling_layout(self.params).encode({  # (N, 1) each: a batch of one value
-            "start_job": (k >= 0)[:, None].astype(float),
+            "defer_job": (k < 0)[:, None].astype(float),
             "job_select": np.clip(k, 0, None)[:, None],
             "phase_offset": (b / self.params.queue.n_phase_bins)[:, None]})
         return np.concatenate([power, cooling, sched], axis=1).astype(np.float32)

@@ -118,7 +118,7 @@ class SchedulerBase(Baseline):
 
     def _act(self, obs):
         k, b = self.step_decision(obs)
-        return np.stack([k + 1, b], axis=1)
+        return np.stack([np.where(k >= 0, k, self.params.queue.n_visible), b], axis=1)
 
     def _bin(self, n):
         """Phase bin ``round(phase_frac x P) mod P`` per env (N,)."""

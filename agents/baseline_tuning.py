@@ -24,6 +24,7 @@ import itertools
 import time
 
 import numpy as np
+from gymnasium.vector import AutoresetMode
 
 from heatsync.envs import JaxVectorEnv, make_task
 
@@ -70,7 +71,8 @@ def grid_search(factory, task: str, grid: dict, *, scenario=None, seeds=(100, 10
     combos = list(itertools.product(*(grid[k] for k in names)))
     n_set, n_seed = len(combos), len(seeds)
     n = n_set * n_seed
-    env = JaxVectorEnv(task, n, scenario=scenario, episode__steps=steps, **overrides)
+    env = JaxVectorEnv(task, n, scenario=scenario, episode__steps=steps,
+                       autoreset_mode=AutoresetMode.DISABLED, **overrides)
     consts = {k: np.repeat(np.array([c[i] for c in combos], dtype=float), n_seed)
               for i, k in enumerate(names)}
     pol = factory(env, **consts)
@@ -89,8 +91,9 @@ def grid_search(factory, task: str, grid: dict, *, scenario=None, seeds=(100, 10
             means[k] += np.where(alive, v, 0.0) / steps
             if t >= warmup:
                 maxes[k] = np.where(alive, np.maximum(maxes[k], v), maxes[k])
-        last = {k: np.asarray(info[k], dtype=float).reshape(n, -1).max(axis=1)
-                for k in ("band_share", "ramp_max_run_w_per_s") if k in info}
+        last = {k: np.where(alive, np.asarray(info[k], dtype=float).reshape(n, -1).max(axis=1),
+                            last.get(k, 0.0))
+                for k in ("band_share", "ramp_max_run_w_per_s", "violation_s") if k in info}
         alive &= ~(term | trunc)
     env.close()
     rows = []
@@ -98,6 +101,7 @@ def grid_search(factory, task: str, grid: dict, *, scenario=None, seeds=(100, 10
         sl = slice(i * n_seed, (i + 1) * n_seed)
         row = dict(zip(names, c, strict=True))
         row["reward"] = float(np.mean(total[sl]) / steps)
+        row["return"] = float(np.mean(total[sl]))
         row["reward_std"] = float(np.std(total[sl]) / steps)
         for k in info_keys:
             row[f"{k}_mean"] = float(np.mean(means[k][sl]))
@@ -123,12 +127,16 @@ def tune(controller: str, top: int = 15):
     spec = controller_config(controller).get("tuned_on")
     if not spec:
         raise ValueError(f"{controller}: not tuned (no tuned_on in controllers.yaml)")
-    factory = _factory(BASELINES[spec["task"]], controller)
+    factory = _factory(BASELINES[spec["task"]], spec.get("controller", controller))
     grid = spec["grid"]
+    seeds = spec["seeds"]
+    if isinstance(seeds, str):  # "100-131"
+        lo, hi = (int(x) for x in seeds.split("-"))
+        seeds = list(range(lo, hi + 1))
     per_scenario = []
     for sc in spec["scenarios"]:
         limit = float(make_task(spec["task"]).make_params(sc).plant.grid.ramp_limit_w_per_s)
-        rows = grid_search(factory, spec["task"], grid, scenario=sc, seeds=spec["seeds"],
+        rows = grid_search(factory, spec["task"], grid, scenario=sc, seeds=seeds,
                            steps=int(spec["steps"]), info_keys=CONSTRAINT_KEYS)
         for r in rows:
             r["feasible"] = _feasible(r, spec.get("constraints") or {}, limit,
@@ -163,7 +171,9 @@ def _feasible(row, constraints, limit, steps):
     ok = True
     for name, bound in constraints.items():
         b = limit if bound == "limit" else float(bound)
-        if name == "throttled_gpu_s":  # a total over the episode
+        if name == "violation_s":  # time the specification was broken, every seed
+            ok &= row["violation_s_end"] <= b + 1e-9
+        elif name == "throttled_gpu_s":  # a total over the episode
             ok &= row["throttled_gpu_s_mean"] * steps <= b + 1e-9
         else:
             ok &= row[f"{name}_after_warmup"] <= b

@@ -9,25 +9,23 @@ repeated) as warm start. Batched over envs with ``vmap``; the whole optimizer
 (every iteration) is one jitted call per batch size.
 
 **Decision variables**: ``z`` of shape (K, n), unconstrained (bounded to
-``|z| <= 3`` after each update); the normalized action is
-``clip(1.05 tanh(z), -1, 1)`` (:func:`to_action`; the factor lets a plan sit
-exactly at a range's end, and the clip passes gradients straight through),
-which the env's own decoding (:meth:`heatsync.envs.ActionLayout.decode`) maps into
-each actuator's physical range (linear, or log-uniform for the ramp limits),
-so every planned and applied action is inside its range by construction. The
-applied env action is that normalized action, i.e. the layout's ``encode`` of the
-physical action. The first plan starts from the scenario's fixed setpoints
-(``params.control``) through the layout's ``encode`` and :func:`from_action`, and gets
+``|z| <= 3`` after each update); ``clip(1.05 tanh(z), -1, 1)`` (:func:`to_action`; the
+factor lets a plan sit exactly at a range's end, and the clip passes gradients straight
+through) is each component's position in its physical range (linear, or log-uniform for
+the ramp limits), which the env's own layout encodes into the applied action
+(:func:`plan_actions`): every planned and applied action is inside its range by
+construction, and the planner sees no flat part of the env's action map. The first plan
+starts from the scenario's fixed setpoints (action 0, :func:`plan_of_actions`) and gets
 ``iters_first`` iterations; later plans warm-start from the shifted previous
 plan and get ``iters``. Switch actuators are not optimized (no gradient through a
 switch): ``ln2_order`` orders LN2 when the tank is below ``ln2_order_below``
 of its capacity, and in Facility the scheduling components start the first
 visible job whenever it fits, half a period ahead of the largest running job.
 
-**Cost** (per env step, in reward units, summed over the horizon): the task's
-own reward terms with its weights (``params.reward``) computed by the same
-object the env uses (the task's :class:`heatsync.envs.Reward`), so the cost is
-``-reward`` of the model rollout, plus smooth penalties (:class:`Penalties`)
+**Cost** (USD, summed over the horizon): the model rollout is the task's own step
+(:meth:`heatsync.envs.Task.advance` under the forecast), so the cost is ``-reward``
+of the model rollout (every cost and penalty term of the task's
+:class:`heatsync.envs.Reward`), plus smooth penalties (:class:`Penalties`)
 for the limits the reward only prices after the fact: squared hinges on the
 junction above ``t_slowdown_c - junction_margin_k``, the supply below the
 condensation floor + ``supply_margin_k`` and above ``supply_max_c``, UPS and
@@ -83,14 +81,17 @@ from ._planner import (
     _start_candidates,
     _static,
     from_action,
+    plan_actions,
     plan_cost,
+    plan_of_actions,
     plant_layout,
     shift_plan,
     to_action,
 )
 
 __all__ = ["MPCConfig", "Penalties", "GradientMPC", "MPC_FACTORIES", "DEFAULTS", "plant_layout",
-           "shift_plan", "plan_cost", "make_mpc", "to_action", "from_action"]
+           "shift_plan", "plan_cost", "make_mpc", "to_action", "from_action", "plan_actions",
+           "plan_of_actions"]
 
 #: tuned defaults per task (see the module docstring and scripts/_mpc_eval.py)
 DEFAULTS = {
