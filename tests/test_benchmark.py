@@ -395,18 +395,25 @@ def test_benchmark__csv_from_another_version_is_refused(tmp_path):
 
 def test_resolve__default_quick_and_full_subsets():
     from heatsync.benchmark import DEFAULT_STEPS, QUICK_STEPS, resolve
+    from heatsync.envs import task_names
     from heatsync.physics import list_scenarios
 
     reg = {"PowerSmoothing": {"a": Zero}, TASK: {"a": Zero, "b": Half}}
     plan = resolve(BenchmarkConfig(), reg)
     assert plan.tasks == ["PowerSmoothing", TASK]  # tasks without a controller drop out
-    assert plan.scenarios == {"PowerSmoothing": ["sync-swings"], TASK: [SCEN]}
-    assert (plan.seeds, plan.steps) == ([0, 1, 2, 3, 4], DEFAULT_STEPS)
+    # each task's held-out test distribution, 16 seeds, the scenario's own length
+    assert plan.scenarios == {"PowerSmoothing": ["PowerSmoothing-test"],
+                              TASK: [f"{TASK}-test"]}
+    assert (plan.seeds, plan.steps) == (list(range(16)), DEFAULT_STEPS)
+    assert DEFAULT_STEPS is None
     assert list(plan.controllers[TASK]) == ["a", "b"]
     plan = resolve(BenchmarkConfig(quick=True), reg)
     assert (plan.seeds, plan.steps) == ([0, 1], QUICK_STEPS)
     plan = resolve(BenchmarkConfig(full=True, controllers=["b"]), reg)
-    assert plan.tasks == [TASK] and plan.scenarios[TASK] == list_scenarios()
+    dists = {f"{t}-{k}" for t in task_names() for k in ("train", "test")}
+    assert plan.tasks == [TASK]
+    assert plan.scenarios[TASK] == [f"{TASK}-test"] + [s for s in list_scenarios()
+                                                        if s not in dists]
     assert plan.steps is None  # each scenario's own episode length
     plan = resolve(BenchmarkConfig(controllers=[], policies=["m:P"], policy_task="Facility"),
                    reg)
@@ -433,19 +440,19 @@ def test_tuned_split__scenarios_and_seeds():
 
 
 def test_versus_table__compares_on_the_same_seeds_with_the_side_conditions():
-    def rows(ctrl, seeds, ret, throttled=0.0):
-        return [{"controller": ctrl, "seed": s, "return": ret + s, "terminated": 0,
-                 "throttled_gpu_s": throttled, "overcool_k_s": 0.0} for s in seeds]
+    def rows(ctrl, seeds, cost, met=1):
+        return [{"controller": ctrl, "seed": s, "cost_usd": cost + s, "return": -cost - s,
+                 "terminated": 0, "spec_met": met} for s in seeds]
 
-    per = {"thermostat": rows("thermostat", range(5), -100.0),
-           "pid": rows("pid", range(5), -90.0),
-           "mpc-persistence": rows("mpc-persistence", [3, 4], -50.0),
-           "agent": rows("agent", [3, 4], -10.0, throttled=5.0)}
+    per = {"thermostat": rows("thermostat", range(5), 100.0),
+           "pid": rows("pid", range(5), 90.0),
+           "mpc-persistence": rows("mpc-persistence", [3, 4], 50.0),
+           "agent": rows("agent", [3, 4], 10.0, met=0)}
     lines = versus_table("CoolingDispatch", per)
     by = {ln.split("|")[1].strip(): ln for ln in lines[2:]}
-    # best baseline on seeds 3-4 is pid (-86.5 mean); the MPC's -46.5 beats it
+    # best baseline on seeds 3-4 is pid (93.5 USD mean); the MPC's 53.5 beats it
     assert "`pid`" in by["`mpc-persistence`"] and by["`mpc-persistence`"].endswith("**yes** |")
-    assert "-86.5" in by["`mpc-persistence`"] and "3,4" in by["`mpc-persistence`"]
-    # a better return with throttling does not count
+    assert "93.5" in by["`mpc-persistence`"] and "3,4" in by["`mpc-persistence`"]
+    # a lower cost outside the specification does not count
     assert by["`agent`"].endswith("| no |")
     assert "`thermostat`" not in by and "`pid`" not in by

@@ -127,7 +127,7 @@ def run_cell(task: str, scenario: str, factory: Callable, seeds: Sequence[int],
     s0 = jax.tree.map(np.asarray, env.states.plant)
     rec: dict[str, np.ndarray] = {}
     final = None
-    ret = np.zeros(n)
+    ret, cost, violation = np.zeros(n), np.zeros(n), np.zeros(n)
     length = np.full(n, T)
     terminated = np.zeros(n, bool)
     active = np.ones(n, bool)
@@ -148,6 +148,8 @@ def run_cell(task: str, scenario: str, factory: Callable, seeds: Sequence[int],
             v = np.asarray(info[k])
             rec[k][t] = v.reshape(n, -1).mean(axis=1) if k == "uc_soc" else v
         ret += np.where(active, r, 0.0)
+        cost = np.where(active, info["cost_usd"], cost)
+        violation = np.where(active, info["violation_s"], violation)
         done = (term | trunc) & active
         if done.any():
             fs = env.final_states(info).plant
@@ -172,7 +174,9 @@ def run_cell(task: str, scenario: str, factory: Callable, seeds: Sequence[int],
         split, tuned_scenario = tuned_split(tuned_on, env.scenario.name, seed)
         row = {"controller": controller, "task": env.task.name, "scenario": env.scenario.name,
                "episode_steps": T, "seed": seed, "steps": L,
-               "terminated": int(terminated[i]), "split": split,
+               "terminated": int(terminated[i]),
+               "spec_met": int(violation[i] == 0.0 and not terminated[i]),
+               "violation_s": float(violation[i]), "cost_usd": float(cost[i]), "split": split,
                "tuned_scenario": int(tuned_scenario), "return": float(ret[i]),
                "wall_s": wall}
         row.update({k: float(kpis[k]) for k in KPI_DOC})

@@ -11,7 +11,6 @@ from pathlib import Path
 from heatsync.envs import task_names
 
 from .plan import (
-    DEFAULT_STEPS,
     QUICK_STEPS,
     BenchmarkConfig,
     BenchmarkError,
@@ -22,11 +21,11 @@ from .run import run
 __all__ = ["build_parser", "main", "enable_jax_cache"]
 
 EPILOG = """\
-Defaults. With no arguments: every baseline of each task on the task's default
-scenario, seeds 0-4, %(default_steps)d steps each (see README for measured wall
-times). --full: every bundled scenario at its own episode length. --quick: seeds
-0-1, %(quick_steps)d steps. Explicit --scenarios, --seeds and --steps override
-the mode.
+Defaults. With no arguments: every baseline of each task on the task's held-out
+test distribution (<Task>-test), seeds 0-15, each scenario's own episode length
+(see README for measured wall times). --full: the test distribution and every
+bundled fixed scenario. --quick: seeds 0-1, %(quick_steps)d steps. Explicit
+--scenarios, --seeds and --steps override the mode.
 
 Files (in --out, each written atomically): benchmark.csv (one row per
 controller, task, scenario, seed: every KPI of KPI_DOC, the episode return,
@@ -65,7 +64,7 @@ def build_parser(prog: str = "scripts/benchmark.py") -> argparse.ArgumentParser:
         description="Benchmark controllers x tasks x scenarios x seeds on heatsync's batched "
                     "envs; write results/benchmark.csv, results/BENCHMARK.md and plots; "
                     "resume an interrupted run.",
-        epilog=EPILOG % {"default_steps": DEFAULT_STEPS, "quick_steps": QUICK_STEPS})
+        epilog=EPILOG % {"quick_steps": QUICK_STEPS})
     ap.add_argument("--controllers", type=_csv_list, default=None, metavar="A,B",
                     help="controllers to run, comma-separated (names from "
                          "heatsync.agents.BASELINES, plus the gradient MPC 'mpc-persistence' "
@@ -75,12 +74,13 @@ def build_parser(prog: str = "scripts/benchmark.py") -> argparse.ArgumentParser:
                     help=f"tasks, names or env ids (default: {', '.join(task_names())})")
     ap.add_argument("--scenarios", type=_csv_list, default=None, metavar="S1,S2",
                     help="scenario names or YAML paths, run on every task (default: each "
-                         "task's default scenario; --full: all bundled; 'all': all bundled)")
+                         "task's test distribution; --full: it and every fixed scenario; "
+                         "'all': every bundled scenario)")
     ap.add_argument("--seeds", default=None, metavar="SEEDS",
-                    help="seeds, e.g. '0-4' or '0,3,7' (default 0-4; --quick 0-1)")
+                    help="seeds, e.g. '0-15' or '0,3,7' (default 0-15; --quick 0-1)")
     ap.add_argument("--steps", type=int, default=None,
-                    help=f"episode length in control intervals (default {DEFAULT_STEPS}; "
-                         f"--quick {QUICK_STEPS}; --full: each scenario's own)")
+                    help="episode length in control intervals (default: each scenario's "
+                         f"own; --quick {QUICK_STEPS})")
     ap.add_argument("--policy", action="append", default=[], metavar="MODULE:ATTR",
                     help="add a policy (repeatable): an object with act(obs), a class or a "
                          "factory(env); runs on every task whose spaces it fits")

@@ -17,11 +17,11 @@ __all__ = ["BenchmarkConfig", "BenchmarkError", "Plan", "resolve", "parse_seeds"
            "default_registry", "OPT_IN", "DEFAULT_STEPS", "QUICK_STEPS", "DEFAULT_SEEDS",
            "QUICK_SEEDS", "policy_factory", "fit_problem", "probe_policy"]
 
-#: episode length of the default subset (control intervals); the full run uses
-#: each scenario's own length
-DEFAULT_STEPS = 600
+#: episode length of the default run: ``None``, each scenario's own (control intervals)
+DEFAULT_STEPS = None
 QUICK_STEPS = 60
-DEFAULT_SEEDS = (0, 1, 2, 3, 4)
+#: test seeds of the default run (training and tuning use seeds >= 100)
+DEFAULT_SEEDS = tuple(range(16))
 QUICK_SEEDS = (0, 1)
 
 
@@ -42,13 +42,12 @@ class BenchmarkConfig:
     tasks: list[str] | None = None
     """Task names (default: all four)."""
     scenarios: list[str] | None = None
-    """Scenario names or YAML paths for every task (default: each task's default scenario;
-    ``full``: every bundled scenario)."""
+    """Scenario names or YAML paths for every task (default: each task's held-out test
+    distribution; ``full``: that and every bundled fixed scenario)."""
     seeds: list[int] | None = None
-    """Seeds, one env each (default 0-4; ``quick``: 0-1)."""
+    """Seeds, one env each (default 0-15; ``quick``: 0-1)."""
     steps: int | None = None
-    """Episode length in control intervals (default 600; ``quick``: 60; ``full``: each
-    scenario's own length)."""
+    """Episode length in control intervals (default: each scenario's own; ``quick``: 60)."""
     policies: list[str] = dataclasses.field(default_factory=list)
     """Extra policies as ``module:attr`` (see :func:`heatsync.agents.load_policy`)."""
     policy_task: str | None = None
@@ -56,9 +55,9 @@ class BenchmarkConfig:
     out: Path = Path("results")
     """Folder of ``benchmark.csv``, ``BENCHMARK.md``, ``plots/`` and ``traces/``."""
     quick: bool = False
-    """Smoke run: 2 seeds, 60 steps, each task's default scenario."""
+    """Smoke run: 2 seeds, 60 steps, each task's test distribution."""
     full: bool = False
-    """Everything: every bundled scenario at its own episode length."""
+    """Everything: the test distribution and every bundled fixed scenario."""
     plots: bool = True
     """Write the PNG plots."""
     prewarm: bool = True
@@ -126,6 +125,14 @@ def default_registry() -> dict[str, dict[str, Callable]]:
     return reg
 
 
+def _full(task: str) -> list[str]:
+    """The full run's scenarios of a task: its test distribution, then every bundled
+    fixed scenario (the case studies; no other task's distributions)."""
+    spec = make_task(task).spec
+    dists = {f"{t}-{k}" for t in task_names() for k in ("train", "test")}
+    return [spec.test_scenario] + [s for s in list_scenarios() if s not in dists]
+
+
 def _task_name(name: str) -> str:
     try:
         return make_task(name).name
@@ -142,9 +149,9 @@ def resolve(cfg: BenchmarkConfig, registry: dict | None = None) -> Plan:
     if cfg.scenarios:
         scen = {t: list(dict.fromkeys(cfg.scenarios)) for t in tasks}
     elif cfg.full:
-        scen = {t: list_scenarios() for t in tasks}
+        scen = {t: _full(t) for t in tasks}
     else:
-        scen = {t: [make_task(t).default_scenario] for t in tasks}
+        scen = {t: [make_task(t).spec.test_scenario] for t in tasks}
     seeds = parse_seeds(cfg.seeds) if cfg.seeds is not None else \
         list(QUICK_SEEDS if cfg.quick else DEFAULT_SEEDS)
     if cfg.steps is not None:
@@ -152,7 +159,7 @@ def resolve(cfg: BenchmarkConfig, registry: dict | None = None) -> Plan:
         if steps < 1:
             raise BenchmarkError(f"steps: must be >= 1, got {steps}")
     else:
-        steps = None if cfg.full else (QUICK_STEPS if cfg.quick else DEFAULT_STEPS)
+        steps = QUICK_STEPS if cfg.quick else DEFAULT_STEPS
 
     known = sorted({n for per in registry_.values() for n in per})
     if cfg.controllers is not None:
@@ -177,8 +184,8 @@ def resolve(cfg: BenchmarkConfig, registry: dict | None = None) -> Plan:
             tasks.append(policy_task)
             controllers[policy_task] = {}
             scen[policy_task] = (list(cfg.scenarios) if cfg.scenarios else
-                                 list_scenarios() if cfg.full else
-                                 [make_task(policy_task).default_scenario])
+                                 _full(policy_task) if cfg.full else
+                                 [make_task(policy_task).spec.test_scenario])
     for spec in custom:
         for t in tasks:
             if policy_task is None or t == policy_task:

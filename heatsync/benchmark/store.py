@@ -33,15 +33,19 @@ __all__ = ["ID_COLUMNS", "RUN_COLUMNS", "columns", "read_csv", "write_csv", "row
 #: the columns that identify a row
 ID_COLUMNS = ("controller", "task", "scenario", "episode_steps", "seed")
 #: per-row run columns: ``steps`` run (fewer than ``episode_steps`` if the
-#: episode ended early), ``terminated`` 0/1, ``split`` (``held-out`` or
-#: ``tuned-on``), ``tuned_scenario`` 0/1 (the controller's ``tuned_on`` names
-#: this scenario), ``return`` (sum of rewards), ``wall_s`` (wall time of the
-#: whole cell: every seed together, env build and any compile included)
-RUN_COLUMNS = ("steps", "terminated", "split", "tuned_scenario", "return", "wall_s")
+#: episode ended early), ``terminated`` 0/1, ``spec_met`` 0/1 (no interval out of the
+#: task's specification and no termination), ``violation_s`` (time out of it),
+#: ``cost_usd`` (the reward's costs less its benefits, penalties apart), ``split``
+#: (``held-out`` or ``tuned-on``), ``tuned_scenario`` 0/1 (the controller's
+#: ``tuned_on`` names this scenario), ``return`` (sum of rewards: -(cost + penalties),
+#: USD), ``wall_s`` (wall time of the whole cell: every seed together, env build and
+#: any compile included)
+RUN_COLUMNS = ("steps", "terminated", "spec_met", "violation_s", "cost_usd", "split",
+               "tuned_scenario", "return", "wall_s")
 #: the manifest of a run in progress
 MANIFEST = ".benchmark-run.json"
 
-_INT_COLUMNS = {"episode_steps", "seed", "steps", "terminated", "tuned_scenario"}
+_INT_COLUMNS = {"episode_steps", "seed", "steps", "terminated", "tuned_scenario", "spec_met"}
 _STR_COLUMNS = {"controller", "task", "scenario", "split"}
 
 
