@@ -27,7 +27,8 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel__contains_packages_configs_and_py_typed(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in ("heatsync/__init__.py", "heatsync/py.typed", "heatsync/physics/plant.py",
-                     "heatsync/envs/__init__.py", "heatsync/agents/__init__.py", "heatsync/benchmark/run.py",
+                     "heatsync/envs/__init__.py", "heatsync/agents/__init__.py",
+                     "heatsync/benchmark/run.py",
                      "heatsync/configs/scenarios/default.yaml",
                      "heatsync/configs/scenarios/chiller-trip.yaml"):
         assert required in names, required

@@ -22,11 +22,14 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import heatsync.train
 from heatsync.agents.sb3_policy import SB3Policy, load_models
+from heatsync.envs import make_task
 from heatsync.train import ConfigError, TrainConfig, cli, load_hyperparams
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = "CoolingDispatch-v0"
-OBS_DIM, ACT_DIM = 38, 4
+_PARAMS = make_task(ENV).make_params()
+OBS_DIM = make_task(ENV).observation_space(_PARAMS).shape[0]
+ACT_DIM = make_task(ENV).action_size(_PARAMS)
 
 #: tiny hyperparameters per algorithm (2 envs, a few hundred steps)
 TINY = {
@@ -104,7 +107,7 @@ def test_train__each_algo_finishes_and_logs_plant_kpis(tmp_path, algo):
 
     ea = scalars(run, algo.upper())
     tags = set(ea.Tags()["scalars"])
-    missing = [t for t in KPI_TAGS + ["reward/energy_cost", "reward/throttle",
+    missing = [t for t in KPI_TAGS + ["reward/energy", "reward/throttle",
                                       "eval/mean_reward", "eval/plant/pue",
                                       "rollout/ep_rew_mean", "time/env_step_share"]
                if t not in tags]
@@ -116,8 +119,8 @@ def test_train__each_algo_finishes_and_logs_plant_kpis(tmp_path, algo):
 
     # the run loads back as a Policy acting on batched and single observations
     policy = SB3Policy.load(run)
-    assert policy.tuned_on["scenarios"] == ["chiller-trip"]
-    assert min(policy.tuned_on["seeds"]) >= 100  # seeds 0-4 are the benchmark's held-out ones
+    assert policy.tuned_on["scenarios"] == [make_task(ENV).spec.train_scenario]
+    assert min(policy.tuned_on["seeds"]) >= 100  # the benchmark's test seeds stay held out
     obs = np.random.default_rng(0).normal(size=(5, OBS_DIM)).astype(np.float32)
     a = policy.act(obs)
     assert a.shape == (5, ACT_DIM) and a.dtype == np.float32
@@ -340,3 +343,26 @@ def test_script__is_thin_and_exits_2_naming_a_bad_argument():
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert "train.py: error: unknown algo 'dqn'" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A finished tiny PPO run directory (a few hundred steps)."""
+    return cli.main(argv(tmp_path_factory.mktemp("runs"), "ppo"))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_sb3_policy__corrupt_model_file_raises_policy_error_naming_it(tmp_path, tiny_run, damage):
+    """A run directory whose model zip was cut short, overwritten or emptied."""
+    import shutil
+
+    from heatsync.agents import PolicyError
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    model = run / "best_model.zip"
+    data = model.read_bytes()
+    model.write_bytes({"truncated": data[: len(data) // 2], "garbage": b"not a zip" * 100,
+                       "empty": b""}[damage])
+    with pytest.raises(PolicyError, match="best_model.zip: does not load as an SB3 model"):
+        SB3Policy.load(run)

@@ -20,7 +20,7 @@ from stable_baselines3.common.vec_env import VecEnvWrapper, VecMonitor, VecNorma
 
 from heatsync.physics import (
     KPI_DOC,
-    OUTPUTS,
+    TOTALED,
     add_interval,
     empty_totals,
     kpis_from_totals,
@@ -42,7 +42,7 @@ KPI_NAMES = (
 )
 assert set(KPI_NAMES) - set(KPI_DOC) == {"episode_steps"}, set(KPI_NAMES) - set(KPI_DOC)
 #: per-step info entries :func:`heatsync.physics.add_interval` folds, besides the rewards
-_INTERVAL_KEYS = (*OUTPUTS, "o2_frac")
+_INTERVAL_KEYS = (*TOTALED, "o2_frac")
 
 
 class StepTimer(VecEnvWrapper):
