@@ -112,8 +112,8 @@ class FacilityEnv(HeatsyncEnv):
     done), then prev_action (15).
 
     **Reward** (USD): work_value minus every cost term (energy, demand, carbon,
-    storage_wear, storage_value, lost_work, ln2, water) and every penalty (ramp,
-    band, throttle, overcool, unserved, violation, deadline, trip, hazard) of
+    storage_wear, storage_value, lost_work, ln2, water, deadline) and every penalty
+    (ramp, band, throttle, overcool, unserved, violation, trip, hazard) of
     :mod:`heatsync.envs.reward`; ``info["reward_<term>"]`` sum to the reward.
 
     **Termination**: any rack trip or an oxygen hazard. **Truncation**: the

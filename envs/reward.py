@@ -20,6 +20,8 @@ storage_value  change in stored energy (UPS and ultracapacitors) valued at what
 lost_work      scheduled rack-s not done x GPUs per rack x ``gpu_hour_usd``
 ln2            LN2 consumed (bought - change in the tank) at its price
 water          cooling-tower water at its price
+deadline       rack-s of queued jobs past their deadline, at the GPU-hour value (what
+               a late job's owner is refunded: a cost, not a specification)
 work_value     (a benefit) value-weighted rack-s of queued jobs' progress at the
                GPU-hour value
 =============  ================================================================
@@ -35,7 +37,6 @@ unserved       kWh of IT demand shed
 violation      a second of the interval out of the specification (any of the task's
                measures above, beyond its tolerance), at ``violation_usd_per_s``: the
                specification is pass or fail per interval, as utilities check it
-deadline       rack-s of queued jobs past their deadline, at the GPU-hour value
 trip, hazard   terminal: the pod's nominal work for the rest of the episode at
                the GPU-hour value, so ending early never pays
 =============  ================================================================
@@ -61,9 +62,9 @@ __all__ = ["Prices", "PRICE_KEYS", "COSTS", "PENALTIES", "BENEFITS", "Reward",
 
 #: cost terms, penalty terms (the specification), and the benefit
 COSTS = ("energy", "demand", "carbon", "storage_wear", "storage_value", "lost_work", "ln2",
-         "water")
-PENALTIES = ("ramp", "band", "throttle", "overcool", "unserved", "violation", "deadline",
-             "trip", "hazard")
+         "water", "deadline")
+PENALTIES = ("ramp", "band", "throttle", "overcool", "unserved", "violation", "trip",
+             "hazard")
 BENEFITS = ("work_value",)
 #: a penalty measure counts as a violation above this share of its limit (ramp, band) or
 #: above this absolute amount (the others, in their units)
