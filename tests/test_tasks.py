@@ -245,3 +245,15 @@ def test_results__doing_nothing_breaks_powersmoothings_grid_spec_on_every_test_s
              and not c.startswith(("mpc", "oracle")) and ":" not in c]
     best = min(rules, key=lambda c: _mean_price(ctrls[c]))
     assert all(_met(r) for r in ctrls[best]), best
+
+
+@pytest.mark.parametrize("name", task_names())
+def test_results__within_the_specification_the_return_is_minus_the_cost(name):
+    """The ranking (specification, then cost) and the return cannot disagree: an episode
+    inside the specification pays no penalty beyond the specification's tolerance."""
+    rows = [r for rs in _by_controller(_table(), name).values() for r in rs if _met(r)]
+    assert rows, f"no {name} episode meets its specification"
+    for r in rows:
+        cost, ret = float(r["cost_usd"]), float(r["return"])
+        assert abs(ret + cost) <= 0.005 * max(abs(cost), 1.0), (r["controller"], r["seed"],
+                                                               cost, ret)
