@@ -186,7 +186,7 @@ def _gpu_usd_per_rack_s(p: Params, pr: Prices):
     return jnp.mean(p.gpu.n_gpu * jnp.ones((p.n_racks,))) * pr.gpu_hour_usd / SECONDS_PER_HOUR
 
 
-def usd_terms(p: Params, xp, pr: Prices, s0: State, s1: State, out: dict, exo,
+def usd_terms(p: Params, pr: Prices, s0: State, s1: State, out: dict, exo,
               progress_rack_s, remaining, terminal: tuple, queue=None, queue_done=None) -> dict:
     """Every term for one interval, in USD, non-negative except ``storage_value`` (a
     credit when storage ends fuller) (see the module table)."""
@@ -283,7 +283,7 @@ class Reward:
         xp = params.exo if exo_params is None else exo_params
         if progress_rack_s is None:
             progress_rack_s = Q.slot_progress_rack_s(s1.work) - Q.slot_progress_rack_s(s0.work)
-        terms = usd_terms(p, xp, params.prices, s0, s1, out, exo, progress_rack_s, remaining,
+        terms = usd_terms(p, params.prices, s0, s1, out, exo, progress_rack_s, remaining,
                           self.terminal, queue, queue_done)
         for name, fn in self.overrides.items():
             terms[name] = fn(p, xp, params.prices, s0, s1, out, exo)
