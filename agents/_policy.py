@@ -10,7 +10,9 @@ A policy maps observations to actions, batched or not::
 
 A policy that wants the plant may also define ``act_state(obs, env_state, params)``;
 the benchmark passes the functional :class:`heatsync.envs.EnvState` (batched) and
-:class:`heatsync.envs.EnvParams` to it when present.
+:class:`heatsync.envs.EnvParams` to it when present. A policy fitted to particular
+episodes (the oracle's stored plans) may define ``reset_episodes(seeds)``; the benchmark
+calls it with the seeds of the batch, in order, after ``reset``.
 
 :func:`load_policy` turns ``"module:attr"`` into a policy: ``attr`` may be a policy
 object, a class or a factory called with the env (``factory(env)``).

@@ -120,6 +120,8 @@ def run_cell(task: str, scenario: str, factory: Callable, seeds: Sequence[int],
     n, T = env.num_envs, int(env.params.episode_steps)
     if callable(getattr(policy, "reset", None)):
         policy.reset(seeds[0])
+    if callable(getattr(policy, "reset_episodes", None)):  # e.g. the oracle's plans
+        policy.reset_episodes(seeds)
     act_state = getattr(policy, "act_state", None)
     act_state = act_state if callable(act_state) else None
 
