@@ -11,7 +11,8 @@ Python API (``scripts/benchmark.py`` is the command line over :func:`main`)::
 Modules, one concern each: :mod:`~heatsync.benchmark.plan` (configuration, the
 controller registry, policy checks), :mod:`~heatsync.benchmark.cell` (one cell on the
 batched env), :mod:`~heatsync.benchmark.store` (CSV, traces, the run manifest),
-:mod:`~heatsync.benchmark.report` (BENCHMARK.md), :mod:`~heatsync.benchmark.plots`,
+:mod:`~heatsync.benchmark.report` (BENCHMARK.md), :mod:`~heatsync.benchmark.scores`
+(normalised scores and their rliable intervals), :mod:`~heatsync.benchmark.plots`,
 :mod:`~heatsync.benchmark.run` (a whole run and its resume) and
 :mod:`~heatsync.benchmark.cli`.
 """

@@ -68,8 +68,11 @@ def build_parser(prog: str = "scripts/benchmark.py") -> argparse.ArgumentParser:
     ap.add_argument("--controllers", type=_csv_list, default=None, metavar="A,B",
                     help="controllers to run, comma-separated (names from "
                          "heatsync.agents.BASELINES, plus the gradient MPC 'mpc-persistence' "
-                         "and 'mpc-perfect', which run only when named; default: every "
-                         "baseline of each task; 'none': only --policy)")
+                         "and 'mpc-perfect', which run only when named, and 'oracle', the "
+                         "perfect-foresight bound, which runs by default where its stored "
+                         "plans (configs/oracle) cover the cells and computes missing ones "
+                         "when named; default: every baseline of each task; 'none': only "
+                         "--policy)")
     ap.add_argument("--tasks", type=_csv_list, default=None, metavar="T1,T2",
                     help=f"tasks, names or env ids (default: {', '.join(task_names())})")
     ap.add_argument("--scenarios", type=_csv_list, default=None, metavar="S1,S2",

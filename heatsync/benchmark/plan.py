@@ -14,8 +14,9 @@ from heatsync.envs import JaxVectorEnv, check_action, make_task, task_names
 from heatsync.physics import list_scenarios
 
 __all__ = ["BenchmarkConfig", "BenchmarkError", "Plan", "resolve", "parse_seeds",
-           "default_registry", "OPT_IN", "DEFAULT_STEPS", "QUICK_STEPS", "DEFAULT_SEEDS",
-           "QUICK_SEEDS", "policy_factory", "fit_problem", "probe_policy"]
+           "default_registry", "OPT_IN", "ORACLE", "oracle_stored", "DEFAULT_STEPS",
+           "QUICK_STEPS", "DEFAULT_SEEDS", "QUICK_SEEDS", "policy_factory", "fit_problem",
+           "probe_policy"]
 
 #: episode length of the default run: ``None``, each scenario's own (control intervals)
 DEFAULT_STEPS = None
@@ -112,17 +113,38 @@ def parse_seeds(text: str | Iterable[int]) -> list[int]:
 #: controllers run only when named in ``--controllers``: the gradient MPC
 #: differentiates the plant over its horizon at every re-plan (minutes per cell)
 OPT_IN = ("mpc-persistence", "mpc-perfect")
+#: the perfect-foresight reference (:mod:`heatsync.agents.oracle`): run by default where
+#: its stored plans cover the cell (a replay), else only when named (it then computes the
+#: missing plans, minutes per task)
+ORACLE = "oracle"
+
+
+def _oracle_factory(env):
+    from heatsync.agents.oracle import OraclePolicy
+
+    return OraclePolicy(env)
 
 
 def default_registry() -> dict[str, dict[str, Callable]]:
-    """``heatsync.agents.BASELINES`` plus the gradient MPC factories (opt-in), by task."""
+    """``heatsync.agents.BASELINES``, the oracle and the gradient MPC factories (opt-in),
+    by task."""
     from heatsync.agents import BASELINES
     from heatsync.agents.mpc import MPC_FACTORIES
 
     reg = {t: dict(per) for t, per in BASELINES.items()}
+    for t in reg:
+        reg[t][ORACLE] = _oracle_factory
     for t, per in MPC_FACTORIES.items():
         reg.setdefault(t, {}).update(per)
     return reg
+
+
+def oracle_stored(task: str, scenario: str, seeds, steps: int | None) -> bool:
+    """Whether the stored oracle plans cover ``seeds`` of ``task`` on ``scenario`` at
+    ``steps`` (``None``: the scenario's own length)."""
+    from heatsync.agents.oracle import covers
+
+    return covers(task, scenario, seeds, steps)
 
 
 def _full(task: str) -> list[str]:
@@ -171,8 +193,9 @@ def resolve(cfg: BenchmarkConfig, registry: dict | None = None) -> Plan:
     controllers: dict[str, dict[str, Callable]] = {}
     for t in tasks:
         per = registry_.get(t, {})
-        names = [n for n in per if n not in OPT_IN] if cfg.controllers is None else \
-            [c for c in cfg.controllers if c in per]
+        names = [n for n in per if n not in OPT_IN and (n != ORACLE or all(
+            oracle_stored(t, s, seeds, steps) for s in scen[t]))] \
+            if cfg.controllers is None else [c for c in cfg.controllers if c in per]
         controllers[t] = {n: per[n] for n in names}
     custom = list(dict.fromkeys(cfg.policies))
     policy_task = None

@@ -15,7 +15,7 @@ from heatsync.envs import make_task, task_spec
 from .report import groups, mean_std, unit
 from .store import load_trace, trace_path
 
-__all__ = ["write_plots", "ZOOM_S"]
+__all__ = ["write_plots", "write_score_plots", "ZOOM_S"]
 
 #: the zoomed grid-power panel of the episode plots shows the last ZOOM_S seconds
 ZOOM_S = 20.0
@@ -39,12 +39,44 @@ def _save_fig(fig, path: Path) -> None:
     write_bytes_atomic(path, buf.getvalue())
 
 
-def write_plots(out: Path, rows: list[dict], plan) -> list[Path]:
-    """Per task: ``plots/<Task>_episode.png`` and ``plots/<Task>_kpis.png``."""
+def write_score_plots(out: Path, scores: dict) -> list[Path]:
+    """Per task with normalised scores: ``plots/<Task>_scores.png``, the IQM score of each
+    controller with its 95 % bootstrap interval (rliable's interval plot)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from rliable import plot_utils
+
+    written = []
+    for (task, scen, T), (_, figs) in sorted(scores.items()):
+        ctrls = [c for c in figs if not c.startswith("_")]
+        if not ctrls:
+            continue
+        point = {c: np.array([figs[c]["iqm"]]) for c in ctrls}
+        ci = {c: np.array([[figs[c]["lo"]], [figs[c]["hi"]]]) for c in ctrls}
+        fig, axes = plot_utils.plot_interval_estimates(
+            point, ci, metric_names=[f"IQM score, {scen}, {T} steps"], algorithms=ctrls[::-1],
+            xlabel="normalised score (0 = fixed, 100 = oracle)", subfigure_width=6.0,
+            row_height=0.45, xlabel_y_coordinate=-0.25 if len(ctrls) < 5 else -0.12)
+        fig.suptitle(f"{task}: IQM over test seeds with 95 % stratified-bootstrap CIs",
+                     fontsize=10, y=1.02)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        path = out / "plots" / f"{task}_scores.png"
+        write_bytes_atomic(path, buf.getvalue())
+        written.append(path)
+    return written
+
+
+def write_plots(out: Path, rows: list[dict], plan, scores: dict | None = None) -> list[Path]:
+    """Per task: ``plots/<Task>_episode.png``, ``plots/<Task>_kpis.png`` and, with
+    ``scores`` (:func:`heatsync.benchmark.scores.all_scores`), ``plots/<Task>_scores.png``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    written = []
+    written = write_score_plots(out, scores) if scores else []
     for task in plan.tasks:
         cell = _plot_cell(task, rows)
         if cell is None:

@@ -120,7 +120,7 @@ def _all_kpi_table(task: str, per_ctrl: dict) -> list[str]:
     return lines
 
 
-def _baseline_names(task: str) -> set[str]:
+def baseline_names(task: str) -> set[str]:
     from heatsync.agents import BASELINES
 
     return set(BASELINES.get(task, {}))
@@ -129,7 +129,7 @@ def _baseline_names(task: str) -> set[str]:
 def versus_table(task: str, per_ctrl: dict[str, list[dict]]) -> list[str]:
     """Each controller that is not a rule-based baseline (MPC, trained agents, user
     policies) against the best-ranked baseline on the same seeds, with the verdict."""
-    base = _baseline_names(task)
+    base = baseline_names(task)
     others = [c for c in per_ctrl if c not in base]
     bases = {c: rs for c, rs in per_ctrl.items() if c in base}
     if not others or not bases:
@@ -196,6 +196,11 @@ def markdown(rows: list[dict], plan, cfg, report, plots: list[Path]) -> tuple[st
              "seeds used to tune its constants) has its rows on those scenarios *and* seeds "
              "in a separate *tuned-on* table; † marks a controller tuned on the scenario "
              "(with other seeds). The other tables hold held-out rows only.", ""]
+    if getattr(report, "read_back", None):
+        head += ["Read back from `benchmark.csv`, not recomputed by this invocation (opt-in "
+                 "controllers an earlier run computed on the same cells and seeds): "
+                 + ", ".join(f"`{c}` on {t}/{s}" for c, t, s, _ in report.read_back) + ".",
+                 ""]
     if report.not_fitting:
         per: dict[str, list[str]] = {}
         for m in report.not_fitting:
@@ -232,6 +237,12 @@ def markdown(rows: list[dict], plan, cfg, report, plots: list[Path]) -> tuple[st
                     body += [f"Versus the best rule-based baseline on the same held-out seeds "
                              f"(it beats it when `{kpi}` is better and it meets the "
                              "specification on at least as many seeds):", "", *versus, ""]
+                sc = (report.scores or {}).get((task, scen, T)) \
+                    if split == "held-out" else None
+                if sc:
+                    sec = _score_section(task, scen, T, *sc)
+                    body += sec
+                    ranked += sec
                 body += [f"Every KPI, {scen}, {T} steps{label}:", "",
                          *_all_kpi_table(task, splits[split]), ""]
                 ranked += [title, "", *table, ""]
@@ -243,6 +254,34 @@ def markdown(rows: list[dict], plan, cfg, report, plots: list[Path]) -> tuple[st
                 body += [f"![{p.stem}]({p.as_posix()})", ""]
     text = "\n".join(head + body).rstrip() + "\n"
     return text, "\n".join(ranked).rstrip() + "\n"
+
+
+def _score_section(task: str, scen: str, T: int, lines: list[str], figs: dict) -> list[str]:
+    """The normalised-score table of a held-out cell group, its headroom line and how
+    the oracle converged."""
+    from .scores import HEADROOM_MAX, oracle_lines
+
+    best = figs.get("_best")
+    out = [f"Normalised score, {scen}, {T} steps: per seed 100 x (J_fixed - J) / (J_fixed "
+           "- J_oracle) with J = -return (USD), so `fixed` is 0 and `oracle` 100; IQM over "
+           f"seeds with a 95 % stratified-bootstrap interval (rliable); P(beats): the share "
+           "of seeds (the same episodes) on which the controller's J is lower than the best "
+           "baseline's, ties a half, with its 95 % bootstrap interval.", "", *lines, ""]
+    if figs.get("_unscored"):
+        out += [f"Unscored seeds (the oracle beats `fixed` by less than 0.01 USD): "
+                f"{figs['_unscored']}.", ""]
+    if best and best in figs:
+        iqm = figs[best]["iqm"]
+        ok = iqm <= HEADROOM_MAX
+        out += [f"Headroom: the best baseline `{_md(best)}` scores {iqm:.1f} (IQM), "
+                f"{100.0 - iqm:.1f} points below the oracle "
+                + ("(at least 10 points left for learning and planning)." if ok else
+                   f"(**less than the {100.0 - HEADROOM_MAX:.0f} points the benchmark asks "
+                   "for**)."), ""]
+    conv = oracle_lines(task, scen, T)
+    if conv:
+        out += ["How the oracle was found:", "", *conv, ""]
+    return out
 
 
 def _cells_wall(rows) -> float:
