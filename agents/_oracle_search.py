@@ -22,7 +22,6 @@ def better(met_a, j_a, met_b, j_b):
     return (met_a & ~met_b) | ((met_a == met_b) & (np.asarray(j_a) < np.asarray(j_b)))
 
 
-
 # ---- the gradient phase -------------------------------------------------------------------
 
 
@@ -156,17 +155,16 @@ def _search(task, params, space, keys, incumbent: np.ndarray, j: np.ndarray,
         res = replay(task, params, keys_b, cand.reshape(N * P, T, d))
         cj = (-res["return"]).reshape(N, P)
         cm = res["spec_met"].reshape(N, P)
-        for i in range(N):  # the best mutant of each episode
-            k = 0
-            for q in range(1, P):
-                if better(cm[i, q], cj[i, q], cm[i, k], cj[i, k]):
-                    k = q
-            if better(cm[i, k], cj[i, k], met[i], j[i]):
-                best[i], j[i], met[i] = cand[i, k], cj[i, k], cm[i, k]
+        # the best mutant of each episode: the cheapest within the specification if any
+        k = np.where(cm.any(axis=1), np.argmin(np.where(cm, cj, np.inf), axis=1),
+                     np.argmin(cj, axis=1))
+        rows = np.arange(N)
+        take = better(cm[rows, k], cj[rows, k], met, j)
+        best[take] = cand[rows, k][take]
+        j = np.where(take, cj[rows, k], j)
+        met = np.where(take, cm[rows, k], met)
         hist[:, g] = j
         if log and (g % 10 == 0 or g == cfg.generations - 1):
             log(f"  generation {g:3d}: mean best -return {j.mean():10.3f} USD, spec met "
                 f"{int(met.sum())}/{N}, {time.perf_counter() - t0:6.1f} s")
     return best, j, met, hist
-
-

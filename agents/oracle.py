@@ -56,9 +56,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from gymnasium import spaces
-from gymnasium.vector import AutoresetMode
 
-from heatsync.envs import JaxVectorEnv, check_action, make_task
+from heatsync.envs import JaxVectorEnv, make_task
 
 from ._oracle_search import _gradient, _search, better
 from ._planner import Penalties
@@ -81,12 +80,12 @@ class OracleConfig:
     """
 
     starts: tuple = ("fixed", "best-constant")
-    iters: int = 200
-    lr: float = 0.05
-    hold_steps: int = 1
+    iters: int = 200  # est.: budgets per task in DEFAULTS, set by the time per iteration
+    lr: float = 0.05  # the gradient MPC's warm-start step (MPCConfig.lr_warm), est.
+    hold_steps: int = 1  # every interval its own action, as the closed-loop rules act
     generations: int = 0
-    population: int = 32
-    window_steps: tuple = (1, 600)
+    population: int = 32  # est.: 16 seeds x 32 = 512 episodes per replay batch
+    window_steps: tuple = (1, 600)  # est.: one interval to ten minutes of a 1 h episode
     rng_seed: int = 0
     penalties: Penalties = Penalties()
 
@@ -128,6 +127,9 @@ def episode_keys(seeds: Sequence[int]) -> jnp.ndarray:
 
 
 def _replay_one(task, params, key, actions):
+    """One episode of a given action sequence from ``Task.reset(key)``: the benchmark's
+    episode of a seed (:func:`episode_keys`). Not :func:`heatsync.envs.rollout`, which
+    splits its keys for a policy and so runs other episodes."""
     _, state = task.reset(key, params)
     f = state.plant.t_s.dtype
 
@@ -169,32 +171,11 @@ def replay(task, params, keys, actions) -> dict:
 def record_actions(task: str, scenario: str, factory: Callable, seeds: Sequence[int],
                    steps: int) -> np.ndarray:
     """The actions (N, T, d) a controller ``factory(env)`` applies in the benchmark's
-    episodes (one env per seed, autoreset off; after an episode ends its last action is
-    repeated)."""
-    env = JaxVectorEnv(task, len(seeds), scenario=scenario,
-                       autoreset_mode=AutoresetMode.DISABLED, episode__steps=int(steps))
-    policy = factory(env)
-    if callable(getattr(policy, "reset", None)):
-        policy.reset(int(seeds[0]))
-    if callable(getattr(policy, "reset_episodes", None)):
-        policy.reset_episodes([int(s) for s in seeds])
-    act_state = getattr(policy, "act_state", None)
-    obs, _ = env.reset(seed=[int(s) for s in seeds])
-    space = env.single_action_space
-    out = np.zeros((len(seeds), int(steps), *space.shape), space.dtype)
-    active = np.ones(len(seeds), bool)
-    for t in range(int(steps)):
-        a = act_state(obs, env.states, env.params) if callable(act_state) else policy.act(obs)
-        a = check_action(np.asarray(a), space, batch=len(seeds), name="action")
-        out[:, t] = np.where(active.reshape((-1,) + (1,) * (a.ndim - 1)), a,
-                             out[:, t - 1] if t else a)
-        obs, _, term, trunc, _ = env.step(a)
-        active &= ~(term | trunc)
-        if not active.any():
-            out[:, t + 1:] = out[:, t:t + 1]
-            break
-    env.close()
-    return out
+    episodes (:func:`heatsync.benchmark.run_cell`; after an episode ends its last action
+    is held)."""
+    from heatsync.benchmark import run_cell
+
+    return run_cell(task, scenario, factory, seeds, int(steps), keep_actions=True).actions
 
 
 # ---- the whole search ---------------------------------------------------------------------

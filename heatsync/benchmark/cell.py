@@ -45,6 +45,7 @@ class CellResult:
     trace: dict[str, np.ndarray]
     wall_s: float
     policy_calls: int
+    actions: np.ndarray | None = None  # (N, T, ...) with keep_actions; held after an end
 
 
 def tuned_split(tuned_on, scenario: str, seed: int) -> tuple[str, bool]:
@@ -99,14 +100,17 @@ def make_env(task: str, scenario: str, n: int, steps: int | None) -> JaxVectorEn
 
 def run_cell(task: str, scenario: str, factory: Callable, seeds: Sequence[int],
              steps: int | None = None, *, tuned_on: Any = None, controller: str = "",
-             on_step: Callable[[int], None] | None = None) -> CellResult:
+             on_step: Callable[[int], None] | None = None,
+             keep_actions: bool = False) -> CellResult:
     """Run one episode per seed of ``factory(env)`` on ``task`` and ``scenario``.
 
     **Arguments**: task name, scenario (name or path), ``factory(env) -> Policy``
     (``env`` the :class:`~heatsync.envs.JaxVectorEnv` with one env per seed),
     seeds, ``steps`` (episode length; default: the scenario's), ``tuned_on``
     (overrides the policy's own ``tuned_on`` attribute), the controller name
-    for the rows, ``on_step(n)`` called with every n steps done (progress).
+    for the rows, ``on_step(n)`` called with every n steps done (progress),
+    ``keep_actions`` (return the applied actions; an env's last action is held after its
+    episode ends).
 
     **Returns**: :class:`CellResult` with one CSV row per seed (see
     :func:`heatsync.benchmark.columns`) and the first seed's per-step trace.
@@ -134,11 +138,17 @@ def run_cell(task: str, scenario: str, factory: Callable, seeds: Sequence[int],
     terminated = np.zeros(n, bool)
     active = np.ones(n, bool)
     calls = 0
+    actions = None
     for t in range(T):
         a = act_state(obs, env.states, env.params) if act_state is not None else policy.act(obs)
         calls += 1
         a = check_action(np.asarray(a), env.single_action_space, batch=n,
                          name=f"{controller or 'policy'} action")
+        if keep_actions:
+            if actions is None:
+                actions = np.zeros((n, T, *a.shape[1:]), a.dtype)
+            held = active.reshape((-1,) + (1,) * (a.ndim - 1))
+            actions[:, t] = np.where(held, a, actions[:, t - 1] if t else a)
         obs, r, term, trunc, info = env.step(a)
         if not rec:
             for k in (*OUTPUTS, *_EXTRA):
@@ -162,6 +172,8 @@ def run_cell(task: str, scenario: str, factory: Callable, seeds: Sequence[int],
         if on_step is not None:
             on_step(1)
         if not active.any():
+            if actions is not None:
+                actions[:, t + 1:] = actions[:, t:t + 1]
             if on_step is not None and T - t - 1 > 0:
                 on_step(T - t - 1)
             break
@@ -189,7 +201,8 @@ def run_cell(task: str, scenario: str, factory: Callable, seeds: Sequence[int],
             trace["h_s"] = np.float64(p.h_s)
             trace["seed"] = np.int64(seed)
     env.close()
-    return CellResult(rows=rows, trace=trace, wall_s=wall, policy_calls=calls)
+    return CellResult(rows=rows, trace=trace, wall_s=wall, policy_calls=calls,
+                      actions=actions)
 
 
 def cores() -> int:
