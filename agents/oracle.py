@@ -63,7 +63,8 @@ from ._oracle_search import _gradient, _search, better
 from ._planner import Penalties
 
 __all__ = ["OracleConfig", "OracleResult", "OraclePolicy", "DEFAULTS", "episode_keys",
-           "replay", "record_actions", "better", "optimize", "compute", "save", "load", "covers",
+           "replay", "record_actions", "better", "optimize", "compute", "refresh", "save", "load",
+           "covers",
            "plan_path", "main"]
 
 
@@ -411,6 +412,30 @@ class OraclePolicy:
         return a[0] if np.asarray(obs).ndim == 1 else a
 
 
+def refresh(task: str, scenario: str | None = None, folder: str | Path | None = None,
+            rtol: float = 1e-6) -> Path:
+    """Re-stamp stored plans after a change of the params' structure that must not change
+    the episodes (e.g. a new parameter whose default keeps the old physics): replay every
+    stored plan through the current env and, only if each replayed ``return`` equals the
+    stored one (to ``rtol``), store the current fingerprint. Raises ``ValueError`` naming
+    the seeds that differ otherwise (then recompute with :func:`compute`)."""
+    tk = make_task(task)
+    scenario = tk.spec.test_scenario if scenario is None else scenario
+    path = plan_path(scenario, folder)
+    r = load(path)
+    env = JaxVectorEnv(tk.name, 1, scenario=scenario, episode__steps=int(r.steps))
+    got = replay(tk, env.params, episode_keys(r.seeds), r.actions)
+    bad = [s for s, a, b in zip(r.seeds, got["return"], r.ret, strict=True)
+           if not abs(a - b) <= rtol * max(abs(b), 1.0)]
+    if bad:
+        raise ValueError(f"oracle refresh {path}: the replayed return differs on seeds {bad}; "
+                         f"the episodes changed, recompute: python -m heatsync.agents.oracle "
+                         f"{tk.name}")
+    r.meta["fingerprint"] = _fingerprint(env)
+    env.close()
+    return save(r, path)
+
+
 def compute(task: str, seeds: Sequence[int] | None = None, scenario: str | None = None,
             folder: str | Path | None = None, cfg: OracleConfig | None = None,
             log=print) -> Path:
@@ -438,11 +463,17 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="folder (default: configs/oracle)")
     ap.add_argument("--iters", type=int, default=None)
     ap.add_argument("--generations", type=int, default=None)
+    ap.add_argument("--refresh", action="store_true",
+                    help="do not optimise: replay the stored plans under the current code and "
+                         "re-stamp their fingerprint if every return is unchanged")
     a = ap.parse_args(argv)
     from heatsync.benchmark import parse_seeds
 
     seeds = None if a.seeds is None else parse_seeds(a.seeds)
     for t in a.tasks:
+        if a.refresh:
+            print(f"{t}: refreshed {refresh(t, a.scenario, a.out)}")
+            continue
         cfg = DEFAULTS.get(make_task(t).name, OracleConfig())
         over = {k: v for k, v in (("iters", a.iters), ("generations", a.generations))
                 if v is not None}

@@ -89,6 +89,18 @@ def test_oracle__plans_round_trip_and_bad_files_are_named(ps_plans, tmp_path):
         O.load(bad)
 
 
+def test_oracle__refresh_restamps_unchanged_plans_and_refuses_changed_ones(ps_plans, tmp_path):
+    r, _ = ps_plans
+    path = O.plan_path(PS_TEST, tmp_path)
+    O.save(dataclasses.replace(r, meta={**r.meta, "fingerprint": "stale"}), path)
+    assert not O.covers(PS, PS_TEST, SEEDS, STEPS, tmp_path)
+    O.refresh(PS, PS_TEST, tmp_path)
+    assert O.covers(PS, PS_TEST, SEEDS, STEPS, tmp_path)
+    O.save(dataclasses.replace(r, ret=r.ret + 1.0), path)  # as if the episodes had changed
+    with pytest.raises(ValueError, match=r"differs on seeds \[0, 1\].*recompute"):
+        O.refresh(PS, PS_TEST, tmp_path)
+
+
 def test_oracle__config_errors_name_the_field():
     with pytest.raises(ValueError, match="iters"):
         O.OracleConfig(iters=-1)
