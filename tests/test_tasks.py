@@ -257,3 +257,56 @@ def test_results__within_the_specification_the_return_is_minus_the_cost(name):
         cost, ret = float(r["cost_usd"]), float(r["return"])
         assert abs(ret + cost) <= 0.005 * max(abs(cost), 1.0), (r["controller"], r["seed"],
                                                                cost, ret)
+
+
+# --- headroom: the oracle bounds the task and the baselines leave room below it --------------
+
+#: tasks whose committed table shows no headroom yet (measured, see the issue's note)
+NO_HEADROOM = {
+    "PowerSmoothing": "measured: lowpass_ups scores IQM 100.0 (-return 68.95 USD, the "
+                      "oracle's own 68.95): the UPS absorbs every swing inside the spec for "
+                      "under 1 USD of storage cost, so no controller can gain; the task's knobs "
+                      "(UPS share for smoothing, ramp spec) must change first",
+    "Facility": "measured: rule scores IQM 100.0 (mean 94.8): the oracle's gradient improves "
+                "on the rule's plan on a few seeds only (-759.9 vs -707.3 USD mean), so the "
+                "bound is weak here, not proven tight",
+}
+
+
+@pytest.mark.parametrize("name", task_names())
+def test_results__oracle_meets_the_spec_on_every_test_seed_and_beats_every_baseline(name):
+    from heatsync.agents import BASELINES
+
+    ctrls = _by_controller(_table(), name)
+    if "oracle" not in ctrls:
+        pytest.fail(f"no oracle rows for {name}: run python scripts/benchmark.py")
+    oracle = {int(r["seed"]): r for r in ctrls["oracle"]}
+    assert len(oracle) >= 16
+    assert all(_met(r) for r in oracle.values()), \
+        [s for s, r in oracle.items() if not _met(r)]
+    for c in BASELINES[name]:  # fixed, best-constant and the rules
+        for r in ctrls.get(c, []):
+            s = int(r["seed"])
+            if s in oracle:
+                # the benchmark's order: within the specification first, then -return (to
+                # float32 rounding: a replayed recorded plan differs from its closed loop)
+                o, jr = oracle[s], -float(r["return"])
+                assert (_met(o) and not _met(r)) or \
+                    -float(o["return"]) <= jr + 1e-5 * max(abs(jr), 1.0), (c, s)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(
+    strict=True, reason=NO_HEADROOM[n])) if n in NO_HEADROOM else n for n in task_names()])
+def test_results__the_best_baseline_leaves_10_points_below_the_oracle(name):
+    from heatsync.agents import BASELINES
+    from heatsync.benchmark import read_csv
+    from heatsync.benchmark.scores import HEADROOM_MAX, best_baseline, iqm_interval, normalised
+
+    _table()  # skips without the committed table
+    ctrls = _by_controller(read_csv(RESULTS)[0], name)
+    sc = normalised(ctrls)
+    assert sc is not None, f"no fixed and oracle rows for {name}"
+    assert not sc.unscored, sc.unscored
+    best = best_baseline(name, ctrls, set(BASELINES[name]))
+    iqm = iqm_interval(sc.scores[best], reps=1)[0]
+    assert iqm <= HEADROOM_MAX, (best, iqm)
