@@ -166,6 +166,9 @@ def test_scores__normalisation_is_exact_and_unscored_seeds_are_reported():
     np.testing.assert_allclose(sc.scores["rule"][:2], [50.0, 80.0])
     assert np.isnan(sc.scores["rule"][2]) and sc.unscored == [2]
     assert S.normalised({"fixed": per["fixed"]}) is None
+    # the mean-J score over the scored seeds 0, 1: fixed 15, oracle 5, rule 8.5
+    assert S.pooled(per, "rule") == pytest.approx(65.0)
+    assert S.pooled(per, "fixed") == 0.0 and S.pooled(per, "oracle") == 100.0
 
 
 def test_scores__paired_probability_and_iqm_intervals():

@@ -266,7 +266,10 @@ def _score_section(task: str, scen: str, T: int, lines: list[str], figs: dict) -
            "- J_oracle) with J = -return (USD), so `fixed` is 0 and `oracle` 100; IQM over "
            f"seeds with a 95 % stratified-bootstrap interval (rliable); P(beats): the share "
            "of seeds (the same episodes) on which the controller's J is lower than the best "
-           "baseline's, ties a half, with its 95 % bootstrap interval.", "", *lines, ""]
+           "baseline's, ties a half, with its 95 % bootstrap interval. Score of mean J: the "
+           "same normalisation on the means over seeds (robust where `fixed` is already "
+           "near the oracle on some seeds; the per-seed scores are then extreme).", "",
+           *lines, ""]
     if figs.get("_unscored"):
         out += [f"Unscored seeds (the oracle beats `fixed` by less than 0.01 USD): "
                 f"{figs['_unscored']}.", ""]

@@ -32,7 +32,7 @@ import numpy as np
 
 __all__ = ["MIN_GAP_USD", "BOOTSTRAP_REPS", "BOOTSTRAP_SEED", "HEADROOM_MAX", "Scores",
            "per_seed_j", "normalised", "iqm_interval", "paired_improvement", "best_baseline",
-           "score_table", "all_scores", "oracle_lines"]
+           "score_table", "all_scores", "oracle_lines", "pooled"]
 
 #: the oracle must beat ``fixed`` on a seed by at least this (USD) for the seed to be scored
 MIN_GAP_USD = 0.01
@@ -82,6 +82,22 @@ def normalised(per_ctrl: dict[str, list[dict]]) -> Scores | None:
         scores[c] = v
     return Scores(seeds=seeds, scores=scores,
                   unscored=[s for s, k in zip(seeds, ok, strict=True) if not k])
+
+
+def pooled(per_ctrl: dict[str, list[dict]], controller: str) -> float:
+    """The score of the mean cost: ``100 x (mean J_fixed - mean J) / (mean J_fixed -
+    mean J_oracle)`` over the scored seeds (NaN without any). Unlike the per-seed scores
+    it does not blow up on seeds where ``fixed`` is already close to the oracle."""
+    sc = normalised(per_ctrl)
+    if sc is None or controller not in sc.scores:
+        return math.nan
+    seeds = [s for s in sc.seeds if s not in set(sc.unscored)]
+    if not seeds:
+        return math.nan
+    jf, jo = per_seed_j(per_ctrl["fixed"]), per_seed_j(per_ctrl["oracle"])
+    j = per_seed_j(per_ctrl[controller])
+    mf, mo, m = (float(np.mean([d[s] for s in seeds])) for d in (jf, jo, j))
+    return 100.0 * (mf - m) / (mf - mo)
 
 
 def _bootstrap_ci(values: np.ndarray, func, reps: int, seed: int) -> tuple[float, float]:
@@ -152,7 +168,7 @@ def score_table(task: str, per_ctrl: dict[str, list[dict]], baselines: set[str],
         return [], {}
     best = best_baseline(task, per_ctrl, baselines)
     jb = per_seed_j(per_ctrl[best]) if best else {}
-    head = ["controller", "score IQM [95 % CI]", "score mean", "P(beats " +
+    head = ["controller", "score IQM [95 % CI]", "score mean", "score of mean J", "P(beats " +
             (f"`{_md(best)}`" if best else "best baseline") + ") [95 % CI]",
             "-return (USD)", "`cost_usd` (USD)", "`violation_s` (s)", "meets spec"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
@@ -167,11 +183,12 @@ def score_table(task: str, per_ctrl: dict[str, list[dict]], baselines: set[str],
                                      reps)
         rs = [r for r in per_ctrl[c] if int(r["seed"]) in set(sc.seeds)]
         figures[c] = {"iqm": iqm, "lo": lo, "hi": hi, "mean": float(np.nanmean(s)),
-                      "poi": poi, "scores": s}
+                      "pooled": pooled(per_ctrl, c), "poi": poi, "scores": s}
         poi_text = "—" if math.isnan(poi[0]) else f"{poi[0]:.2f} [{poi[1]:.2f}, {poi[2]:.2f}]"
         lines.append("| " + " | ".join([
             f"`{_md(c)}`" + (" (best baseline)" if c == best else ""),
-            f"{iqm:.1f} [{lo:.1f}, {hi:.1f}]", f"{np.nanmean(s):.1f}", poi_text,
+            f"{iqm:.1f} [{lo:.1f}, {hi:.1f}]", f"{np.nanmean(s):.1f}",
+            f"{figures[c]['pooled']:.1f}", poi_text,
             fmt(*mean_std([-r["return"] for r in rs])),
             fmt(*mean_std([r["cost_usd"] for r in rs])),
             fmt(*mean_std([r["violation_s"] for r in rs])),
