@@ -424,6 +424,7 @@ def refresh(task: str, scenario: str | None = None, folder: str | Path | None = 
     path = plan_path(scenario, folder)
     r = load(path)
     env = JaxVectorEnv(tk.name, 1, scenario=scenario, episode__steps=int(r.steps))
+    env.close()
     got = replay(tk, env.params, episode_keys(r.seeds), r.actions)
     bad = [s for s, a, b in zip(r.seeds, got["return"], r.ret, strict=True)
            if not abs(a - b) <= rtol * max(abs(b), 1.0)]
@@ -432,7 +433,6 @@ def refresh(task: str, scenario: str | None = None, folder: str | Path | None = 
                          f"the episodes changed, recompute: python -m heatsync.agents.oracle "
                          f"{tk.name}")
     r.meta["fingerprint"] = _fingerprint(env)
-    env.close()
     return save(r, path)
 
 
