@@ -131,9 +131,10 @@ def _random_values(space, rng, size):
 
 
 def _search(task, params, space, keys, incumbent: np.ndarray, j: np.ndarray,
-            met: np.ndarray, cfg, log, replay):
+            met: np.ndarray, cfg, log, replay, components=None):
     """(1 + P) local search from the incumbents (N, T, d): the improved incumbents, their
-    scores and the best ``-return`` after each generation (N, generations)."""
+    scores and the best ``-return`` after each generation (N, generations). A mutation
+    changes one of ``components`` (indices; default: every component)."""
     rng = np.random.default_rng(cfg.rng_seed)
     N, T, d = incumbent.shape
     P = cfg.population
@@ -146,7 +147,8 @@ def _search(task, params, space, keys, incumbent: np.ndarray, j: np.ndarray,
         cand = np.repeat(best[:, None], P, axis=1)  # (N, P, T, d)
         start = rng.integers(0, T, size=(N, P))
         width = np.exp(rng.uniform(lo, hi, size=(N, P))).astype(int).clip(1, T)
-        comp = rng.integers(0, d, size=(N, P))
+        allowed = np.arange(d) if components is None else np.asarray(components, int)
+        comp = allowed[rng.integers(0, len(allowed), size=(N, P))]
         vals = _random_values(space, rng, N * P).reshape(N, P, d)
         tt = np.arange(T)
         win = (tt[None, None] >= start[..., None]) & (tt[None, None] < (start + width)[..., None])

@@ -76,8 +76,10 @@ class OracleConfig:
     task's baselines; missing names are skipped); ``iters``: Adam iterations (Box tasks;
     0: no gradient phase); ``lr``: Adam's step in ``z`` units; ``hold_steps``: control
     intervals per plan row; ``generations`` / ``population``: the local search (0: none);
-    ``window_steps``: the range of a mutation's window (log-uniform); ``rng_seed``: the
-    mutations' generator; ``penalties``: the smooth constraint penalties of the loss.
+    ``window_steps``: the range of a mutation's window (log-uniform);
+    ``search_segments``: the action segments the local search mutates (names of the
+    task's action layout; empty: every component); ``rng_seed``: the mutations'
+    generator; ``penalties``: the smooth constraint penalties of the loss.
     """
 
     starts: tuple = ("fixed", "best-constant")
@@ -87,6 +89,7 @@ class OracleConfig:
     generations: int = 0
     population: int = 32  # est.: 16 seeds x 32 = 512 episodes per replay batch
     window_steps: tuple = (1, 600)  # est.: one interval to ten minutes of a 1 h episode
+    search_segments: tuple = ()
     rng_seed: int = 0
     penalties: Penalties = Penalties()
 
@@ -114,7 +117,9 @@ DEFAULTS = {
     "PowerAwareScheduling": OracleConfig(starts=("fixed", "best-constant", "fcfs", "easy",
                                                  "greedy", "carbon"), iters=0,
                                          generations=30, population=32),
-    "Facility": OracleConfig(starts=("fixed", "best-constant", "rule"), iters=60, lr=0.05),
+    "Facility": OracleConfig(starts=("fixed", "best-constant", "rule"), iters=60, lr=0.05,
+                             generations=40, population=32,
+                             search_segments=("defer_job", "job_select", "phase_offset")),
 }
 
 
@@ -219,12 +224,27 @@ def _fingerprint(env: JaxVectorEnv) -> str:
     return h.hexdigest()[:16]
 
 
+def _search_components(layout, segments: Sequence[str]) -> list[int] | None:
+    """Indices of the action components of the named ``segments`` (``None`` if empty)."""
+    if not segments:
+        return None
+    known = [s.name for s in layout.segments]
+    bad = [s for s in segments if s not in known]
+    if bad:
+        raise ValueError(f"OracleConfig.search_segments: unknown segments {bad}; the task's "
+                         f"action segments are {known}")
+    return [i for i, n in enumerate(layout.names()) if n.split("[")[0] in segments]
+
+
 def optimize(task: str, scenario: str, seeds: Sequence[int], steps: int | None = None,
              cfg: OracleConfig | None = None, registry: dict | None = None,
-             log: Callable[[str], None] | None = print) -> OracleResult:
+             log: Callable[[str], None] | None = print,
+             previous: np.ndarray | None = None) -> OracleResult:
     """The oracle's plans for ``seeds`` of ``task`` on ``scenario`` (see the module
     docstring). ``registry``: task -> controller name -> factory (default: the
-    benchmark's); ``steps``: episode length (default: the scenario's)."""
+    benchmark's); ``steps``: episode length (default: the scenario's); ``previous``
+    (N, T, d): earlier plans of the same episodes (e.g. the stored ones), one more start
+    named ``previous``, so a search continues where an earlier one stopped."""
     from heatsync.agents import BASELINES
 
     t_start = time.perf_counter()
@@ -235,18 +255,37 @@ def optimize(task: str, scenario: str, seeds: Sequence[int], steps: int | None =
                        **({} if steps is None else {"episode__steps": int(steps)}))
     T = int(env.params.episode_steps)
     params, space = env.params, env.single_action_space
+    if cfg.search_segments and not isinstance(space, spaces.Box):
+        raise ValueError(f"OracleConfig.search_segments = {cfg.search_segments}: only for "
+                         f"Box tasks; {tk.name}'s actions are {type(space).__name__}")
+    comps = (_search_components(tk.layout(params), cfg.search_segments)
+             if cfg.search_segments else None)
     keys = episode_keys(seeds)
     reg = (BASELINES if registry is None else registry).get(tk.name, {})
     names = [s for s in cfg.starts if s in reg] or ["fixed"]
     starts, sj, sm = [], [], []
     for name in names:
-        a = record_actions(tk.name, env.scenario.name, reg[name], seeds, T)
+        a = record_actions(tk.name, scenario, reg[name], seeds, T)
         res = replay(tk, params, keys, a)
         starts.append(a)
         sj.append(-res["return"])
         sm.append(res["spec_met"])
         if log:
             log(f"  start {name:14s}: mean -return {sj[-1].mean():10.3f} USD, spec met "
+                f"{int(sm[-1].sum())}/{len(seeds)}")
+    if previous is not None:
+        previous = np.asarray(previous, np.float32 if isinstance(space, spaces.Box)
+                              else np.int64)
+        if previous.shape != starts[0].shape:
+            raise ValueError(f"oracle: previous plans of shape {previous.shape}; need "
+                             f"{starts[0].shape} (seeds, steps, action size)")
+        res = replay(tk, params, keys, previous)
+        names.append("previous")
+        starts.append(previous.astype(starts[0].dtype))
+        sj.append(-res["return"])
+        sm.append(res["spec_met"])
+        if log:
+            log(f"  start {'previous':14s}: mean -return {sj[-1].mean():10.3f} USD, spec met "
                 f"{int(sm[-1].sum())}/{len(seeds)}")
     starts, sj, sm = np.stack(starts), np.stack(sj), np.stack(sm)
     N = len(seeds)
@@ -269,7 +308,7 @@ def optimize(task: str, scenario: str, seeds: Sequence[int], steps: int | None =
     search_j = np.zeros((N, 0))
     if cfg.generations > 0:
         inc, j, met, search_j = _search(tk, params, space, keys, inc, j, met, cfg, log,
-                                        replay)
+                                        replay, comps)
     final = replay(tk, params, keys, inc)
     meta = {"config": _config_dict(cfg), "fingerprint": _fingerprint(env),
             "wall_s": time.perf_counter() - t_start, "episode_steps": T}
@@ -285,6 +324,7 @@ def _config_dict(cfg: OracleConfig) -> dict:
     d = dataclasses.asdict(cfg)
     d["starts"] = list(cfg.starts)
     d["window_steps"] = list(cfg.window_steps)
+    d["search_segments"] = list(cfg.search_segments)
     d["penalties"] = {k: (list(v) if isinstance(v, tuple) else v)
                       for k, v in d["penalties"].items()}
     return d
@@ -297,7 +337,10 @@ def plan_path(scenario: str, folder: str | Path | None = None) -> Path:
     """Where the plans of ``scenario`` are stored (default: ``configs/oracle/``)."""
     if folder is None:
         folder = Path(str(resources.files("heatsync.configs"))) / "oracle"
-    return Path(folder) / f"{Path(scenario).stem}.npz"
+    name = Path(scenario).name
+    for suffix in (".yaml", ".yml"):
+        name = name.removesuffix(suffix)
+    return Path(folder) / f"{name}.npz"
 
 
 def save(result: OracleResult, path: str | Path) -> Path:
@@ -436,17 +479,37 @@ def refresh(task: str, scenario: str | None = None, folder: str | Path | None = 
     return save(r, path)
 
 
+def _stored_plans(task, scenario: str, seeds: Sequence[int], folder) -> np.ndarray:
+    """The stored plans (N, T, d) of ``seeds``, refusing plans of another scenario
+    configuration (fingerprint) or without every seed."""
+    path = plan_path(scenario, folder)
+    if not covers(task, scenario, seeds, None, folder):
+        raise ValueError(f"oracle --continue: {path} has no plans of the current {task} "
+                         f"scenario {scenario} for every seed of {list(seeds)}; compute "
+                         "without --continue")
+    r = load(path)
+    row = {s: i for i, s in enumerate(r.seeds)}
+    return r.actions[[row[int(s)] for s in seeds]]
+
+
 def compute(task: str, seeds: Sequence[int] | None = None, scenario: str | None = None,
             folder: str | Path | None = None, cfg: OracleConfig | None = None,
-            log=print) -> Path:
+            log=print, resume: bool = False) -> Path:
     """Compute and store the plans of ``task`` (default: its test distribution and the
-    benchmark's default seeds)."""
+    benchmark's default seeds). ``resume``: start from the stored plans too (one more
+    start), so a longer or different search continues an earlier one and never ends
+    worse than it."""
     from heatsync.benchmark import DEFAULT_SEEDS
 
     tk = make_task(task)
     scenario = tk.spec.test_scenario if scenario is None else scenario
     seeds = list(DEFAULT_SEEDS) if seeds is None else list(seeds)
-    r = optimize(tk.name, scenario, seeds, None, cfg, log=log)
+    prev = _stored_plans(tk.name, scenario, seeds, folder) if resume else None
+    r = optimize(tk.name, scenario, seeds, None, cfg, log=log, previous=prev)
+    if resume:  # the search this one continues (its own history is in git)
+        old = load(plan_path(scenario, folder)).meta
+        r.meta["continues"] = {k: old[k] for k in ("config", "wall_s", "continues")
+                               if k in old}
     if log:
         log(f"{tk.name}: oracle mean -return {(-r.ret).mean():.3f} USD, spec met "
             f"{int(r.spec_met.sum())}/{len(seeds)}, {r.meta['wall_s']:.0f} s")
@@ -463,6 +526,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="folder (default: configs/oracle)")
     ap.add_argument("--iters", type=int, default=None)
     ap.add_argument("--generations", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--rng-seed", type=int, default=None,
+                    help="the local search's generator (use another one to --continue)")
+    ap.add_argument("--continue", dest="resume", action="store_true",
+                    help="start from the stored plans too: continue an earlier search")
     ap.add_argument("--refresh", action="store_true",
                     help="do not optimise: replay the stored plans under the current code and "
                          "re-stamp their fingerprint if every return is unchanged")
@@ -475,10 +543,10 @@ def main(argv=None) -> int:
             print(f"{t}: refreshed {refresh(t, a.scenario, a.out)}")
             continue
         cfg = DEFAULTS.get(make_task(t).name, OracleConfig())
-        over = {k: v for k, v in (("iters", a.iters), ("generations", a.generations))
-                if v is not None}
+        over = {k: v for k, v in (("iters", a.iters), ("generations", a.generations),
+                                  ("lr", a.lr), ("rng_seed", a.rng_seed)) if v is not None}
         cfg = dataclasses.replace(cfg, **over)
-        print(f"{t}: {compute(t, seeds, a.scenario, a.out, cfg)}")
+        print(f"{t}: {compute(t, seeds, a.scenario, a.out, cfg, resume=a.resume)}")
     return 0
 
 

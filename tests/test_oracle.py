@@ -101,6 +101,33 @@ def test_oracle__refresh_restamps_unchanged_plans_and_refuses_changed_ones(ps_pl
         O.refresh(PS, PS_TEST, tmp_path)
 
 
+def test_oracle__continues_from_previous_plans_and_mutates_only_the_named_segments(ps_plans):
+    r0, _ = ps_plans
+    cfg = O.OracleConfig(starts=("fixed",), iters=0, generations=2, population=4,
+                         search_segments=("ups_gain",), rng_seed=3)
+    r = O.optimize(PS, PS_TEST, SEEDS, STEPS, cfg, log=None, previous=r0.actions)
+    assert r.start_names == ["fixed", "previous"]
+    np.testing.assert_allclose(r.start_j[1], -r0.ret, rtol=1e-6)  # the stored plans replayed
+    assert np.all(-r.ret <= -r0.ret + 1e-6)  # continuing never ends worse
+    env = JaxVectorEnv(PS, 1, scenario=PS_TEST, episode__steps=STEPS)
+    names = env.task.layout(env.params).names()
+    env.close()
+    other = [i for i, n in enumerate(names) if n != "ups_gain"]
+    np.testing.assert_array_equal(r.actions[..., other], r0.actions[..., other])
+
+
+def test_oracle__search_segments_and_continue_errors_name_the_problem(tmp_path):
+    cfg = O.OracleConfig(iters=0, generations=1, search_segments=("no_such_knob",))
+    with pytest.raises(ValueError, match=r"search_segments.*no_such_knob.*ups_gain"):
+        O.optimize(PS, PS_TEST, SEEDS, STEPS, cfg, log=None)
+    with pytest.raises(ValueError, match="search_segments.*Box"):
+        O.optimize(SCHED, SCHED_TEST, SEEDS, SCHED_STEPS, cfg, log=None)
+    with pytest.raises(ValueError, match="--continue"):
+        O.compute(PS, SEEDS, PS_TEST, tmp_path, cfg, log=None, resume=True)
+    assert O.plan_path("some/dir/my-case.v2.yaml", tmp_path) == tmp_path / "my-case.v2.npz"
+    assert O.plan_path("PowerSmoothing-test", tmp_path) == tmp_path / "PowerSmoothing-test.npz"
+
+
 def test_oracle__config_errors_name_the_field():
     with pytest.raises(ValueError, match="iters"):
         O.OracleConfig(iters=-1)
