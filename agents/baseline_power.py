@@ -11,6 +11,7 @@ from heatsync.envs.observations import SCHEDULE_HORIZON_S
 from heatsync.envs.power_smoothing import smoothing_layout
 
 from .baseline_common import Baseline, physical
+from .jax_policy import ConstantPolicy
 
 __all__ = ["FixedSetpoints", "FirmwareSmoothing", "LowPassStorage"]
 
@@ -46,6 +47,10 @@ class FixedSetpoints(Baseline):
 
     def _act(self, obs):
         return np.tile(self._action, (obs.shape[0], 1))
+
+    def jax_policy(self):
+        """The same controller as a pure-function policy (:mod:`heatsync.agents.jax_policy`)."""
+        return ConstantPolicy.of(self._action)
 
 
 class _PowerBase(Baseline):

@@ -34,6 +34,7 @@ from heatsync._io import write_text_atomic
 from heatsync.envs import JaxVectorEnv, make_task
 
 from .baseline_common import Baseline
+from .jax_policy import ConstantPolicy
 
 __all__ = ["BestConstant", "search", "evaluate_constants", "main", "SEARCH_DEFAULTS"]
 
@@ -80,6 +81,10 @@ class BestConstant(Baseline):
 
     def _act(self, obs):
         return np.tile(self._action, (obs.shape[0], 1))
+
+    def jax_policy(self):
+        """The same controller as a pure-function policy (:mod:`heatsync.agents.jax_policy`)."""
+        return ConstantPolicy.of(self._action)
 
 
 def evaluate_constants(task, scenario, candidates, seeds, steps=None):

@@ -58,6 +58,7 @@ import numpy as np
 from gymnasium import spaces
 
 from heatsync.envs import JaxVectorEnv, make_task
+from heatsync.envs import episode_keys as _episode_keys
 
 from ._oracle_search import _gradient, _search, better
 from ._planner import Penalties
@@ -127,9 +128,9 @@ DEFAULTS = {
 
 
 def episode_keys(seeds: Sequence[int]) -> jnp.ndarray:
-    """The reset keys (N, 2) of the episodes ``JaxVectorEnv.reset(seed=seeds)`` runs."""
-    keys = [jax.random.split(jax.random.PRNGKey(int(s)))[1] for s in seeds]
-    return jnp.stack(keys)
+    """The reset keys (N, 2) of the episodes ``JaxVectorEnv.reset(seed=seeds)`` runs
+    (:func:`heatsync.envs.episode_keys`)."""
+    return _episode_keys(seeds)
 
 
 def _replay_one(task, params, key, actions):

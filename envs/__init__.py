@@ -28,7 +28,7 @@ from .power_smoothing import PowerSmoothing, PowerSmoothingEnv
 from .registration import ENV_IDS
 from .registry import TASK_SPECS, TaskSpec, make_task, register_envs, task_names, task_spec
 from .reward import PRICE_KEYS, Prices, Reward
-from .rollout import RolloutResult, rollout
+from .rollout import RolloutResult, episode_keys, rollout
 from .scheduling import PowerAwareScheduling, PowerAwareSchedulingEnv
 from .spaces import ActionLayout, Segment, check_action
 from .task import ACTION_MODES, AutoReset, EnvParams, EnvState, FilterParams, Memory, Task
@@ -36,7 +36,7 @@ from .vector import JaxVectorEnv
 
 __all__ = [
     "ACTION_MODES", "ActionLayout", "AutoReset", "CoolingDispatch", "CoolingDispatchEnv",
-    "RolloutResult", "rollout",
+    "RolloutResult", "rollout", "episode_keys",
     "ENV_IDS", "Entry", "EnvParams", "EnvState", "Facility", "FacilityEnv", "FilterParams",
     "Flat", "JaxVectorEnv", "Memory", "OBS_BOUND", "PRICE_KEYS", "PowerAwareScheduling",
     "PowerAwareSchedulingEnv", "PowerSmoothing", "PowerSmoothingEnv", "Prices", "QueueParams",

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from heatsync.physics import OUTPUTS
 
-__all__ = ["RolloutResult", "rollout", "RECORD_EXTRA"]
+__all__ = ["RolloutResult", "rollout", "episode_keys", "RECORD_EXTRA"]
 
 #: info entries recorded per step besides the plant OUTPUTS
 RECORD_EXTRA = ("p_grid_sub_w", "t_s", "o2_frac", "t_supply_c", "ups_soc", "ln2_tank_kg",
@@ -63,9 +63,9 @@ def _select(mask, a, b):
         jnp.reshape(mask, mask.shape + (1,) * (jnp.ndim(x) - mask.ndim)), x, y), a, b)
 
 
-def _episode(task, policy, params, steps: int, record: tuple, key, constants):
+def _episode(task, policy, params, steps: int, record: tuple, key, constants, reset_key):
     k_reset, k_policy, k_steps = jax.random.split(key, 3)
-    obs, state = task.reset(k_reset, params)
+    obs, state = task.reset(k_reset if reset_key is None else reset_key, params)
     pstate = policy.init(k_policy, params, constants)
     s0 = state.plant
     f = s0.t_s.dtype
@@ -93,26 +93,39 @@ def _episode(task, policy, params, steps: int, record: tuple, key, constants):
 
 
 @partial(jax.jit, static_argnums=(0, 1, 4, 5))
-def _rollout(task, policy, params, keys, steps, record, constants):
-    return jax.vmap(partial(_episode, task, policy, params, steps, record))(keys, constants)
+def _rollout(task, policy, params, keys, steps, record, constants, reset_keys):
+    return jax.vmap(partial(_episode, task, policy, params, steps, record))(keys, constants,
+                                                                          reset_keys)
+
+
+def episode_keys(seeds) -> jnp.ndarray:
+    """The reset keys (N, 2) that ``JaxVectorEnv.reset(seed=seeds)`` gives its envs: pass
+    them as ``rollout(..., reset_keys=...)`` to run the vector env's (and the benchmark's)
+    episodes of those seeds."""
+    return jnp.stack([jax.random.split(jax.random.PRNGKey(int(s)))[1] for s in seeds])
 
 
 def rollout(task, params, policy, keys, steps: int, constants=None,
-            record: tuple = (*OUTPUTS, *RECORD_EXTRA)) -> RolloutResult:
+            record: tuple = (*OUTPUTS, *RECORD_EXTRA), reset_keys=None) -> RolloutResult:
     """Run one episode per key (``keys`` (N, 2)) of ``policy`` for ``steps`` intervals.
 
     **Arguments**: the task and its params, a JAX policy (hashable: its configuration
     is static), the keys, the episode length, ``constants`` (a pytree with leading axis
     N handed to ``policy.init``: one setting per episode, as tuning does; ``None``: the
-    policy's own), ``record`` (info keys kept per step).
+    policy's ``default_constants()`` for every episode, or ``{}``), ``record`` (info keys
+    kept per step), ``reset_keys`` ((N, 2), e.g. :func:`episode_keys`: reset each episode
+    with its own key instead of one split from ``keys``, which still feed the policy).
 
     **Returns**: :class:`RolloutResult` (JAX arrays; one compile per task, policy
     configuration, batch size and length).
     """
-    if constants is None:
-        constants = {}
+    if constants is None:  # the policy's own values, one copy per episode
+        own = getattr(policy, "default_constants", None)
+        n = jnp.shape(keys)[0]
+        constants = {} if own is None else jax.tree.map(
+            lambda x: jnp.broadcast_to(jnp.asarray(x), (n, *jnp.shape(x))), own())
     ret, length, term, series, s0, last = _rollout(task, policy, params, keys, int(steps),
-                                                   tuple(record), constants)
+                                                   tuple(record), constants, reset_keys)
     return RolloutResult(returns=ret, cost_usd=last.cost_usd, violation_s=last.violation_s,
                          steps=length, terminated=term, series=series, s0=s0,
                          s1=last.plant, final=last)

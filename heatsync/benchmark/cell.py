@@ -23,7 +23,7 @@ import jax
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from heatsync.envs import JaxVectorEnv, check_action
+from heatsync.envs import JaxVectorEnv, check_action, episode_keys, rollout
 from heatsync.physics import KPI_DOC, OUTPUTS, compute_kpis
 
 from .plan import BenchmarkError, parse_seeds
@@ -101,7 +101,7 @@ def make_env(task: str, scenario: str, n: int, steps: int | None) -> JaxVectorEn
 def run_cell(task: str, scenario: str, factory: Callable, seeds: Sequence[int],
              steps: int | None = None, *, tuned_on: Any = None, controller: str = "",
              on_step: Callable[[int], None] | None = None,
-             keep_actions: bool = False) -> CellResult:
+             keep_actions: bool = False, jit: bool = True) -> CellResult:
     """Run one episode per seed of ``factory(env)`` on ``task`` and ``scenario``.
 
     **Arguments**: task name, scenario (name or path), ``factory(env) -> Policy``
@@ -110,7 +110,9 @@ def run_cell(task: str, scenario: str, factory: Callable, seeds: Sequence[int],
     (overrides the policy's own ``tuned_on`` attribute), the controller name
     for the rows, ``on_step(n)`` called with every n steps done (progress),
     ``keep_actions`` (return the applied actions; an env's last action is held after its
-    episode ends).
+    episode ends), ``jit`` (a policy with ``jax_policy()``, see
+    :mod:`heatsync.agents.jax_policy`, runs as one jitted scan; ``False``: on the step
+    loop like every Python policy; ``keep_actions`` implies the loop).
 
     **Returns**: :class:`CellResult` with one CSV row per seed (see
     :func:`heatsync.benchmark.columns`) and the first seed's per-step trace.
@@ -122,6 +124,11 @@ def run_cell(task: str, scenario: str, factory: Callable, seeds: Sequence[int],
     if tuned_on is None:
         tuned_on = getattr(policy, "tuned_on", None) or getattr(factory, "tuned_on", None)
     n, T = env.num_envs, int(env.params.episode_steps)
+    from heatsync.agents.jax_policy import jax_policy_of
+
+    jp = jax_policy_of(policy) if jit and not keep_actions else None
+    if jp is not None:
+        return _run_jitted(env, jp, seeds, T, tuned_on, controller, on_step, t0)
     if callable(getattr(policy, "reset", None)):
         policy.reset(seeds[0])
     if callable(getattr(policy, "reset_episodes", None)):  # e.g. the oracle's plans
@@ -178,8 +185,37 @@ def run_cell(task: str, scenario: str, factory: Callable, seeds: Sequence[int],
                 on_step(T - t - 1)
             break
     wall = time.perf_counter() - t0
+    rows, trace = _rows_and_trace(env, seeds, s0, final, rec, length, terminated, violation,
+                                  cost, ret, tuned_on, controller, wall)
+    env.close()
+    return CellResult(rows=rows, trace=trace, wall_s=wall, policy_calls=calls,
+                      actions=actions)
 
-    p = env.params.plant
+
+def _run_jitted(env, jp, seeds, T, tuned_on, controller, on_step, t0) -> CellResult:
+    """The cell of a JAX policy: one jitted ``lax.scan`` over the episode, vmapped over the
+    seeds (:func:`heatsync.envs.rollout` from the vector env's reset keys), so the same
+    episodes as the step loop; no Python call per step (``policy_calls`` 0)."""
+    keys = episode_keys(seeds)
+    res = rollout(env.task, env.params, jp, keys, T, record=(*OUTPUTS, *_EXTRA),
+                  reset_keys=keys)
+    res = jax.tree.map(np.asarray, (res.returns, res.cost_usd, res.violation_s, res.steps,
+                                    res.terminated, res.series, res.s0, res.s1))
+    ret, cost, violation, length, terminated, series, s0, final = res
+    rec = {k: np.moveaxis(series[k], 0, 1) for k in (*OUTPUTS, *_EXTRA)}  # (T, N, ...)
+    if on_step is not None:
+        on_step(T)
+    wall = time.perf_counter() - t0
+    rows, trace = _rows_and_trace(env, seeds, s0, final, rec, length, terminated, violation,
+                                  cost, ret.astype(np.float64), tuned_on, controller, wall)
+    env.close()
+    return CellResult(rows=rows, trace=trace, wall_s=wall, policy_calls=0, actions=None)
+
+
+def _rows_and_trace(env, seeds, s0, final, rec, length, terminated, violation, cost, ret,
+                    tuned_on, controller, wall):
+    """The CSV rows (KPIs of each episode that ran) and the first seed's trace."""
+    p, T = env.params.plant, int(env.params.episode_steps)
     rows, trace = [], {}
     for i, seed in enumerate(seeds):
         L = int(length[i])
@@ -200,9 +236,7 @@ def run_cell(task: str, scenario: str, factory: Callable, seeds: Sequence[int],
             trace["p_grid_sub_w"] = np.asarray(series["p_grid_sub_w"], np.float64).reshape(-1)
             trace["h_s"] = np.float64(p.h_s)
             trace["seed"] = np.int64(seed)
-    env.close()
-    return CellResult(rows=rows, trace=trace, wall_s=wall, policy_calls=calls,
-                      actions=actions)
+    return rows, trace
 
 
 def cores() -> int:

@@ -1,0 +1,108 @@
+"""Pure-function policies (gymnax / PureJaxRL style): jit- and vmap-able controllers.
+
+A JAX policy is a hashable object (its configuration is static: one compile per
+configuration) with two pure functions::
+
+    policy_state = policy.init(key, params, constants)
+    action, policy_state = policy.act(policy_state, obs, key, params, state)
+
+``params`` are the task's :class:`~heatsync.envs.EnvParams`, ``constants`` a pytree of
+per-episode settings (tuning vmaps over it; by default the policy's
+``default_constants()`` if it has one, else ``{}``: values that are data, not
+configuration, so policies that differ only in them share compiled code), ``obs`` one
+episode's observation, ``state`` the env state (for policies that read the plant, like
+the MPC). Filter and integrator states live in ``policy_state``.
+:func:`heatsync.envs.rollout` runs a whole episode of one under ``lax.scan``, vmapped
+over episodes, and the benchmark runs a controller whose Python object offers
+``jax_policy()`` that way (:func:`heatsync.benchmark.run_cell`): the same episodes as its
+``act(obs)`` loop, without a Python call per step.
+
+Python policies (``act(obs)`` on a batch, :class:`heatsync.agents.Policy`) keep working
+on the benchmark's step loop, so controllers in any framework plug in.
+
+Ported so far: the constant controllers, ``fixed`` and ``best-constant``
+(:class:`ConstantPolicy`); the rules still run on the Python loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol, runtime_checkable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["JaxPolicy", "ConstantPolicy", "is_jax_policy", "jax_policy_of"]
+
+
+@runtime_checkable
+class JaxPolicy(Protocol):
+    """The pure-function policy protocol (see the module docstring)."""
+
+    def init(self, key, params, constants) -> Any: ...
+
+    def act(self, policy_state, obs, key, params, state) -> tuple[Any, Any]: ...
+
+
+def is_jax_policy(obj) -> bool:
+    """Whether ``obj`` has the JAX policy's ``init`` and ``act`` and is hashable (a static
+    argument of the jitted rollout)."""
+    if not (callable(getattr(obj, "init", None)) and callable(getattr(obj, "act", None))):
+        return False
+    try:
+        hash(obj)
+    except TypeError:
+        return False
+    return True
+
+
+def jax_policy_of(policy) -> JaxPolicy | None:
+    """The JAX version of a Python policy (its ``jax_policy()``), or ``None`` where it has
+    none (it then runs on the Python step loop)."""
+    make = getattr(policy, "jax_policy", None)
+    if not callable(make):
+        return None
+    jp = make()
+    if jp is not None and not is_jax_policy(jp):
+        raise TypeError(f"{type(policy).__name__}.jax_policy() returned {type(jp).__name__}, "
+                        "which lacks hashable init(key, params, constants) and "
+                        "act(policy_state, obs, key, params, state)")
+    return jp
+
+
+@dataclasses.dataclass(frozen=True)
+class ConstantPolicy:
+    """The same action every interval: ``fixed`` (every component 0) and
+    ``best-constant`` (its stored action).
+
+    ``action``: the components. Only the action's size and dtype are static (they alone
+    define the policy's equality and hash), the values travel as the policy's
+    ``default_constants()``, so every constant policy of a task shares one compiled
+    rollout; an episode's ``constants["action"]`` overrides them (as tuning does).
+    """
+
+    action: tuple = dataclasses.field(compare=False)
+    size: int = 0
+    dtype: str = "float32"
+
+    @classmethod
+    def of(cls, action) -> ConstantPolicy:
+        a = np.asarray(action)
+        return cls(tuple(a.reshape(-1).tolist()), a.size, a.dtype.name)
+
+    def default_constants(self) -> dict:
+        return {"action": np.asarray(self.action, _jax_dtype(self.dtype))}
+
+    def init(self, key, params, constants):
+        del key, params
+        return jnp.asarray(constants["action"], _jax_dtype(self.dtype))
+
+    def act(self, policy_state, obs, key, params, state):
+        del obs, key, params, state
+        return policy_state, policy_state
+
+
+def _jax_dtype(name: str):
+    """``name`` as JAX holds it (64-bit types become 32-bit without x64)."""
+    return jax.dtypes.canonicalize_dtype(np.dtype(name))

@@ -1,0 +1,78 @@
+"""Pure-function policies and the benchmark cell that runs them inside jit."""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from heatsync.agents import BASELINES, ConstantPolicy, is_jax_policy, jax_policy_of
+from heatsync.benchmark import run_cell
+from heatsync.envs import episode_keys, make_task, rollout
+
+TASK, SCEN, SEEDS, STEPS = "PowerSmoothing", "PowerSmoothing-test", [0, 3], 120
+#: closure errors are float round-off (~1e-8): compared absolutely
+ROUNDOFF = ("energy_balance_rel_error", "heat_balance_rel_error")
+
+
+def _compiled():
+    from heatsync.envs.rollout import _rollout
+
+    return _rollout._cache_size()
+
+
+@pytest.mark.parametrize("name", ["fixed", "best-constant"])
+def test_jitted_cell_equals_the_python_step_loop(name):
+    loop = run_cell(TASK, SCEN, BASELINES[TASK][name], SEEDS, STEPS, jit=False)
+    jit = run_cell(TASK, SCEN, BASELINES[TASK][name], SEEDS, STEPS)
+    assert loop.policy_calls == STEPS and jit.policy_calls == 0
+    for a, b in zip(loop.rows, jit.rows, strict=True):
+        assert set(a) == set(b)
+        for k, x in a.items():
+            if k == "wall_s":
+                continue
+            y = b[k]
+            if isinstance(x, str):
+                assert x == y, k
+            elif k in ROUNDOFF:
+                assert abs(x - y) < 1e-6, k
+            elif not (math.isnan(x) and math.isnan(y)):
+                assert y == pytest.approx(x, rel=1e-5, abs=1e-6), k
+    for k in loop.trace:
+        np.testing.assert_allclose(jit.trace[k], loop.trace[k], rtol=1e-5, atol=1e-3)
+
+
+def test_constant_policies_share_one_compile_and_their_values_are_data():
+    task = make_task(TASK)
+    params = task.make_params(episode__steps=60)
+    keys = episode_keys([0, 1])
+    zero = ConstantPolicy.of(np.zeros(8, np.float32))
+    other = ConstantPolicy.of(np.array([0.0, 0.5, 0, 0, 0, 0, -0.5, 0.3], np.float32))
+    assert zero == other and hash(zero) == hash(other) and is_jax_policy(zero)
+    r0 = rollout(task, params, zero, keys, 60, reset_keys=keys)
+    before = _compiled()
+    r1 = rollout(task, params, other, keys, 60, reset_keys=keys)
+    assert _compiled() == before  # same structure: no new compile
+    assert not np.allclose(np.asarray(r0.returns), np.asarray(r1.returns))
+    # per-episode constants override the policy's own values (as tuning does)
+    both = {"action": jnp.stack([jnp.zeros(8), jnp.asarray(other.action)])}
+    r2 = rollout(task, params, zero, keys, 60, constants=both, reset_keys=keys)
+    np.testing.assert_allclose(np.asarray(r2.returns),
+                               [float(r0.returns[0]), float(r1.returns[1])], rtol=1e-6)
+
+
+def test_jax_policy_of_checks_what_a_policy_offers():
+    class NoJax:
+        def act(self, obs):
+            return obs
+
+    class Bad:
+        def jax_policy(self):
+            return object()
+
+    assert jax_policy_of(NoJax()) is None
+    with pytest.raises(TypeError, match=r"jax_policy\(\).*init\(key, params, constants\)"):
+        jax_policy_of(Bad())
+    assert not is_jax_policy(NoJax())
