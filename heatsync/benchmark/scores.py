@@ -229,7 +229,8 @@ def oracle_lines(task: str, scenario: str, T: int) -> list[str]:
     sj = np.asarray(r.start_j)
     best_start = sj.min(axis=0)
     final = -np.asarray(r.ret)
-    lines = [f"- Oracle plans: `{path.name}` (`python -m heatsync.agents.oracle {task}`, "
+    cont = " --continue" if r.meta.get("continues") else ""
+    lines = [f"- Oracle plans: `{path.name}` (`python -m heatsync.agents.oracle {task}{cont}`, "
              f"{r.meta.get('wall_s', float('nan')):.0f} s on this machine), seeds "
              f"{min(r.seeds)}-{max(r.seeds)}; replayed through the exact env: mean -return "
              f"{final.mean():.2f} USD, specification met on {int(np.sum(r.spec_met))}/"
@@ -253,10 +254,24 @@ def oracle_lines(task: str, scenario: str, T: int) -> list[str]:
                      f"restarts end {gap.mean():.2f} USD apart on average (largest "
                      f"{gap.max():.2f}): the search finds local optima, the best of which is "
                      "kept.")
+    prev = r.meta.get("continues")
+    if prev:  # python -m heatsync.agents.oracle <task> --continue
+        legs, wall, c = [], 0.0, prev
+        while c:
+            pc = c.get("config", {})
+            legs.append(f"{pc.get('iters', 0)} Adam iterations and "
+                        f"{pc.get('generations', 0)} generations")
+            wall += float(c.get("wall_s", 0.0))
+            c = c.get("continues")
+        lines.append(f"- This search continues earlier ones (`--continue`; their plans are "
+                     f"the start `previous`): {'; '.join(legs)}, {wall:.0f} s; "
+                     f"{wall + float(r.meta.get('wall_s', 0.0)):.0f} s in all.")
     h = np.asarray(r.search_j)
     if h.size:
+        seg = cfg.get("search_segments") or []
         lines.append(f"- Local search ({h.shape[1]} generations of {cfg.get('population')} "
-                     f"mutants): {best_start.mean():.2f} -> {h[:, -1].mean():.2f} USD; over "
+                     "mutants" + (f" of {', '.join(f'`{x}`' for x in seg)}" if seg else "")
+                     + f"): {best_start.mean():.2f} -> {h[:, -1].mean():.2f} USD; over "
                      f"the last third of the generations the mean moved "
                      f"{h[:, (2 * h.shape[1]) // 3].mean() - h[:, -1].mean():.3f} USD.")
     lines.append(f"- Improvement over the best start: {np.mean(best_start - final):.2f} USD "
