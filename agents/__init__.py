@@ -24,12 +24,12 @@ from .baselines import (
     SupplyPID,
     ThermostatLN2,
 )
-from .jax_policy import ConstantPolicy, JaxPolicy, is_jax_policy, jax_policy_of
+from .jax_policy import ConstantPolicy, JaxPolicy, TracedRule, is_jax_policy, jax_policy_of
 from .sb3_policy import SB3Policy, load_models
 
 __all__ = ["Policy", "PolicyError", "is_policy", "load_policy"]
 __all__ += ["SB3Policy", "load_models"]
-__all__ += ["JaxPolicy", "ConstantPolicy", "is_jax_policy", "jax_policy_of"]
+__all__ += ["JaxPolicy", "ConstantPolicy", "TracedRule", "is_jax_policy", "jax_policy_of"]
 __all__ += ["BASELINES", "CarbonAwareDeferral", "EasyBackfill", "FCFS", "FacilityRule",
             "FirmwareSmoothing", "FixedSetpoints", "LowPassStorage", "PowerCappedGreedy",
             "SupplyPID", "ThermostatLN2"]

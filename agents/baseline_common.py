@@ -87,11 +87,19 @@ class ObsIndex:
         return name in self.slices
 
     def __call__(self, obs: np.ndarray, name: str) -> np.ndarray:
-        return obs[:, self.slices[name]].astype(np.float64)
+        if isinstance(obs, np.ndarray):
+            return obs[:, self.slices[name]].astype(np.float64)
+        return obs[:, self.slices[name]]  # a JAX array (a rule traced for jit): its dtype
 
 
-def physical(value, n: int, size: int) -> np.ndarray:
-    """Broadcast a physical value to ``(n, size)`` (float64)."""
+def physical(value, n: int, size: int, xp=np) -> np.ndarray:
+    """Broadcast a physical value to ``(n, size)`` (float64 with NumPy; with ``xp`` =
+    ``jax.numpy`` the traced dtype)."""
+    if xp is not np:
+        v = xp.asarray(value)
+        if v.ndim == 1 and v.shape[0] == n and size != n:
+            v = v[:, None]
+        return xp.broadcast_to(v, (n, size))
     v = np.asarray(value, dtype=np.float64)
     if v.ndim == 1 and v.shape[0] == n and size != n:
         v = v[:, None]
@@ -183,6 +191,19 @@ class Baseline:
         else:
             a = np.clip(np.round(a), 0, self.action_space.nvec - 1).astype(np.int64)
         return a[0] if single else a
+
+    #: the rule is stateless and written for any array namespace (``_act(obs, xp)``), so
+    #: :meth:`jax_policy` can trace it
+    jax_ready: ClassVar[bool] = False
+
+    def jax_policy(self):
+        """This controller as a pure-function policy (:mod:`heatsync.agents.jax_policy`),
+        or ``None`` where its rule still runs on NumPy only."""
+        if not self.jax_ready:
+            return None
+        from .jax_policy import TracedRule
+
+        return TracedRule(self)
 
     # ---- helpers -----------------------------------------------------------------------------
 

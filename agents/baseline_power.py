@@ -70,18 +70,18 @@ class _PowerBase(Baseline):
         self._ramp_max = float(p.gpu.ramp_max_w_per_s)
         self._dt = float(p.dt_s)
 
-    def _idle(self, n) -> dict:
+    def _idle(self, n, xp=np) -> dict:
         """Knobs off and storage idle: no cap, no floor, unlimited ramps, gains 0."""
         w = self._width
-        return {"gpu_cap_w": np.full((n, w), self._p_max),
-                "gpu_floor_frac": np.zeros((n, w)),
-                "ramp_up_w_per_s": np.full((n, w), self._ramp_max),
-                "ramp_down_w_per_s": np.full((n, w), self._ramp_max),
-                "uc_gain": np.zeros((n, w)), "uc_offset_w": np.zeros((n, w)),
-                "ups_gain": np.zeros((n, 1)), "ups_ramp": np.zeros((n, 1))}
+        return {"gpu_cap_w": xp.full((n, w), self._p_max),
+                "gpu_floor_frac": xp.zeros((n, w)),
+                "ramp_up_w_per_s": xp.full((n, w), self._ramp_max),
+                "ramp_down_w_per_s": xp.full((n, w), self._ramp_max),
+                "uc_gain": xp.zeros((n, w)), "uc_offset_w": xp.zeros((n, w)),
+                "ups_gain": xp.zeros((n, 1)), "ups_ramp": xp.zeros((n, 1))}
 
-    def _encode(self, vals: dict) -> np.ndarray:
-        return self._layout.encode(vals)
+    def _encode(self, vals: dict, xp=np) -> np.ndarray:
+        return self._layout.encode(vals, xp=xp)
 
 
 class FirmwareSmoothing(_PowerBase):
@@ -106,15 +106,17 @@ class FirmwareSmoothing(_PowerBase):
 
     name = "firmware"
 
-    def _act(self, obs):
+    jax_ready = True
+
+    def _act(self, obs, xp=np):
         n = obs.shape[0]
-        vals = self._idle(n)
+        vals = self._idle(n, xp)
         has_job = (self.k_obs(obs, "phase_sin") ** 2 + self.k_obs(obs, "phase_cos") ** 2) > 0.5
-        on = has_job if self._per_rack else np.any(has_job, axis=1, keepdims=True)
-        vals["gpu_floor_frac"] = np.where(on, self.k("floor_frac", n), 0.0)
-        vals["ramp_up_w_per_s"] = physical(self.k("ramp_up_w_per_s", n), n, self._width)
-        vals["ramp_down_w_per_s"] = physical(self.k("ramp_down_w_per_s", n), n, self._width)
-        return self._encode(vals)
+        on = has_job if self._per_rack else xp.any(has_job, axis=1, keepdims=True)
+        vals["gpu_floor_frac"] = xp.where(on, self.k("floor_frac", n), 0.0)
+        vals["ramp_up_w_per_s"] = physical(self.k("ramp_up_w_per_s", n), n, self._width, xp)
+        vals["ramp_down_w_per_s"] = physical(self.k("ramp_down_w_per_s", n), n, self._width, xp)
+        return self._encode(vals, xp)
 
 
 class LowPassStorage(_PowerBase):
@@ -155,42 +157,44 @@ class LowPassStorage(_PowerBase):
 
     name = "lowpass"
 
-    def _act(self, obs):
+    jax_ready = True
+
+    def _act(self, obs, xp=np):
         n, w = obs.shape[0], self._width
         k = self.k
-        vals = self._idle(n)
+        vals = self._idle(n, xp)
         # rack tier
         uc_size = self.k_obs(obs, "uc_size") * self._rack_max  # J per rack (mean)
         uc_soc = self.k_obs(obs, "uc_soc")
-        uc_soc = uc_soc if self._per_rack else np.mean(uc_soc, axis=1, keepdims=True)
-        vals["uc_gain"] = physical(k("uc_gain", n), n, w)
+        uc_soc = uc_soc if self._per_rack else xp.mean(uc_soc, axis=1, keepdims=True)
+        vals["uc_gain"] = physical(k("uc_gain", n), n, w, xp)
         vals["uc_offset_w"] = -(uc_soc - k("uc_soc_ref", n)) * uc_size / k("tau_uc_soc_s", n)
         # facility tier
         soc = self.k_obs(obs, "ups_soc")
         reserve = self.k_obs(obs, "ups_reserve")  # energy above the reserve / capacity
         offset = (k("ups_soc_ref", n) - soc) * k("ups_soc_gain_w", n)
-        offset += k("reserve_gain", n) * np.maximum(k("reserve_margin", n) - reserve, 0.0) \
+        offset += k("reserve_gain", n) * xp.maximum(k("reserve_margin", n) - reserve, 0.0) \
             * k("ups_soc_gain_w", n)
         # feedforward of scheduled starts (+) and stops (-); a task whose jobs come from
         # a queue (Facility) has no schedule to read
         if "j_share" in self.obs_index:
-            offset += k("feedforward", n) * self._feedforward_w(obs, n)
+            offset += k("feedforward", n) * self._feedforward_w(obs, n, xp)
         # the target moves toward demand + offset at up to the slew limit
         want = self.k_obs(obs, "demand_mean") * self._contract + offset
         target = self.k_obs(obs, "ups_target") * self._contract
-        vals["ups_gain"] = np.ones((n, 1))
-        vals["ups_ramp"] = np.clip((want - target) / (self._slew * self._dt), -1.0, 1.0)
-        return self._encode(vals)
+        vals["ups_gain"] = xp.ones((n, 1))
+        vals["ups_ramp"] = xp.clip((want - target) / (self._slew * self._dt), -1.0, 1.0)
+        return self._encode(vals, xp)
 
-    def _feedforward_w(self, obs, n):
+    def _feedforward_w(self, obs, n, xp=np):
         """The grid-target offset ramping around the scheduled job steps (N, 1) (W)."""
         share = self.k_obs(obs, "j_share")
         d_p = share * self.n_racks * self.k("rack_swing_w", n)
         h = d_p / (2.0 * self._slew)
-        out = np.zeros((n, 1))
+        out = xp.zeros((n, 1))
         for name, sign in (("j_start_in", 1.0), ("j_stop_in", -1.0)):
             t_to = self.k_obs(obs, name) * SCHEDULE_HORIZON_S
             near = (t_to > 0.0) & (t_to < h)
-            ramp = np.where(near, d_p * (h - t_to) / np.maximum(2.0 * h, 1e-9), 0.0)
-            out += sign * np.sum(ramp, axis=1, keepdims=True)
+            ramp = xp.where(near, d_p * (h - t_to) / xp.maximum(2.0 * h, 1e-9), 0.0)
+            out += sign * xp.sum(ramp, axis=1, keepdims=True)
         return out

@@ -21,7 +21,10 @@ Python policies (``act(obs)`` on a batch, :class:`heatsync.agents.Policy`) keep 
 on the benchmark's step loop, so controllers in any framework plug in.
 
 Ported so far: the constant controllers, ``fixed`` and ``best-constant``
-(:class:`ConstantPolicy`); the rules still run on the Python loop.
+(:class:`ConstantPolicy`), and the stateless rules written for any array namespace
+(``Baseline.jax_ready``: PowerSmoothing's ``firmware``, ``lowpass`` and ``lowpass_ups``,
+:class:`TracedRule`); the other rules, the MPC and trained agents still run on the
+Python loop.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["JaxPolicy", "ConstantPolicy", "is_jax_policy", "jax_policy_of"]
+__all__ = ["JaxPolicy", "ConstantPolicy", "TracedRule", "is_jax_policy", "jax_policy_of"]
 
 
 @runtime_checkable
@@ -106,3 +109,29 @@ class ConstantPolicy:
 def _jax_dtype(name: str):
     """``name`` as JAX holds it (64-bit types become 32-bit without x64)."""
     return jax.dtypes.canonicalize_dtype(np.dtype(name))
+
+
+class TracedRule:
+    """A stateless baseline rule traced with ``jax.numpy``: the same ``_act`` the
+    baseline runs on NumPy (one place for the rule), on a batch of one observation,
+    clipped to the action space as ``Baseline.act`` does. Equality and hash are the
+    object's identity (its constants are host values of the baseline): one compile per
+    controller instance. The rule computes in float32 here, float64 on NumPy."""
+
+    def __init__(self, baseline):
+        if not getattr(baseline, "jax_ready", False):
+            raise TypeError(f"{type(baseline).__name__} is not written for jax.numpy "
+                            "(Baseline.jax_ready is false)")
+        self.baseline = baseline
+        space = baseline.action_space
+        self._low = np.asarray(space.low, np.float32)
+        self._high = np.asarray(space.high, np.float32)
+
+    def init(self, key, params, constants):
+        del key, params, constants
+        return ()
+
+    def act(self, policy_state, obs, key, params, state):
+        del key, params, state
+        a = self.baseline._act(jnp.asarray(obs)[None], xp=jnp)[0]
+        return jnp.clip(a, self._low, self._high).astype(jnp.float32), policy_state

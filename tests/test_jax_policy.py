@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from heatsync.agents import BASELINES, ConstantPolicy, is_jax_policy, jax_policy_of
+from heatsync.agents import BASELINES, ConstantPolicy, TracedRule, is_jax_policy, jax_policy_of
 from heatsync.benchmark import run_cell
 from heatsync.envs import episode_keys, make_task, rollout
 
@@ -23,7 +23,7 @@ def _compiled():
     return _rollout._cache_size()
 
 
-@pytest.mark.parametrize("name", ["fixed", "best-constant"])
+@pytest.mark.parametrize("name", ["fixed", "best-constant", "lowpass"])
 def test_jitted_cell_equals_the_python_step_loop(name):
     loop = run_cell(TASK, SCEN, BASELINES[TASK][name], SEEDS, STEPS, jit=False)
     jit = run_cell(TASK, SCEN, BASELINES[TASK][name], SEEDS, STEPS)
@@ -76,3 +76,12 @@ def test_jax_policy_of_checks_what_a_policy_offers():
     with pytest.raises(TypeError, match=r"jax_policy\(\).*init\(key, params, constants\)"):
         jax_policy_of(Bad())
     assert not is_jax_policy(NoJax())
+
+
+def test_only_rules_written_for_any_array_namespace_are_traced():
+    env_free = BASELINES["CoolingDispatch"]["thermostat"](None)
+    assert env_free.jax_policy() is None  # a filter-state rule: the Python loop runs it
+    with pytest.raises(TypeError, match="jax_ready"):
+        TracedRule(env_free)
+    lowpass = BASELINES[TASK]["lowpass"](None)
+    assert isinstance(lowpass.jax_policy(), TracedRule)

@@ -162,7 +162,7 @@ def run(cfg: BenchmarkConfig | None = None, *, registry: dict | None = None,
             if warm is not None:
                 warm.wait(task, s)
             res = run_cell(task, s, factory, plan.seeds, plan.steps, controller=ctrl,
-                           on_step=bar.update if bar is not None else None)
+                           on_step=bar.update if bar is not None else None, jit=cfg.jit)
             report.policy_calls += res.policy_calls
             for r in res.rows:
                 by_key[row_key(r)] = r
