@@ -260,11 +260,12 @@ def oracle_lines(task: str, scenario: str, T: int) -> list[str]:
         while c:
             pc = c.get("config", {})
             legs.append(f"{pc.get('iters', 0)} Adam iterations and "
-                        f"{pc.get('generations', 0)} generations")
+                        f"{pc.get('generations', 0)} generations "
+                        f"({float(c.get('wall_s', 0.0)):.0f} s)")
             wall += float(c.get("wall_s", 0.0))
             c = c.get("continues")
         lines.append(f"- This search continues earlier ones (`--continue`; their plans are "
-                     f"the start `previous`): {'; '.join(legs)}, {wall:.0f} s; "
+                     f"the start `previous`), latest first: {'; '.join(legs)}; "
                      f"{wall + float(r.meta.get('wall_s', 0.0)):.0f} s in all.")
     h = np.asarray(r.search_j)
     if h.size:
