@@ -26,7 +26,7 @@ def _compiled():
 @pytest.mark.parametrize("name", ["fixed", "best-constant", "lowpass"])
 def test_jitted_cell_equals_the_python_step_loop(name):
     loop = run_cell(TASK, SCEN, BASELINES[TASK][name], SEEDS, STEPS, jit=False)
-    jit = run_cell(TASK, SCEN, BASELINES[TASK][name], SEEDS, STEPS)
+    jit = run_cell(TASK, SCEN, BASELINES[TASK][name], SEEDS, STEPS, jit=True)
     assert loop.policy_calls == STEPS and jit.policy_calls == 0
     for a, b in zip(loop.rows, jit.rows, strict=True):
         assert set(a) == set(b)

@@ -101,7 +101,7 @@ def make_env(task: str, scenario: str, n: int, steps: int | None) -> JaxVectorEn
 def run_cell(task: str, scenario: str, factory: Callable, seeds: Sequence[int],
              steps: int | None = None, *, tuned_on: Any = None, controller: str = "",
              on_step: Callable[[int], None] | None = None,
-             keep_actions: bool = False, jit: bool = True) -> CellResult:
+             keep_actions: bool = False, jit: bool = False) -> CellResult:
     """Run one episode per seed of ``factory(env)`` on ``task`` and ``scenario``.
 
     **Arguments**: task name, scenario (name or path), ``factory(env) -> Policy``
@@ -111,8 +111,10 @@ def run_cell(task: str, scenario: str, factory: Callable, seeds: Sequence[int],
     for the rows, ``on_step(n)`` called with every n steps done (progress),
     ``keep_actions`` (return the applied actions; an env's last action is held after its
     episode ends), ``jit`` (a policy with ``jax_policy()``, see
-    :mod:`heatsync.agents.jax_policy`, runs as one jitted scan; ``False``: on the step
-    loop like every Python policy; ``keep_actions`` implies the loop).
+    :mod:`heatsync.agents.jax_policy`, runs as one jitted scan instead of the step loop:
+    the same rows; ``keep_actions`` implies the loop). Off by default: each controller
+    then compiles its own episode scan, which at the benchmark's 16 episodes costs more
+    than the loop it replaces (measured in the README's "JAX policies").
 
     **Returns**: :class:`CellResult` with one CSV row per seed (see
     :func:`heatsync.benchmark.columns`) and the first seed's per-step trace.

@@ -101,9 +101,10 @@ def build_parser(prog: str = "scripts/benchmark.py") -> argparse.ArgumentParser:
                     help="skip every cell whose rows benchmark.csv already holds (an "
                          "interrupted run resumes without it, from its manifest)")
     ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    ap.add_argument("--no-jit", action="store_true",
-                    help="run every controller on the Python step loop, also those with a "
-                         "JAX policy (same rows; for debugging and timing)")
+    ap.add_argument("--jit", action="store_true",
+                    help="run controllers that have a JAX policy as one jitted scan per "
+                         "cell (same rows; default: the Python step loop, faster while "
+                         "each controller compiles its own scan)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     ap.add_argument("--jax-cache", default=None, metavar="DIR",
                     help="persistent JAX compilation cache, so a resumed or repeated run "
@@ -148,7 +149,7 @@ def main(argv: Sequence[str] | None = None, *, registry: dict | None = None,
         controllers=controllers, tasks=args.tasks, scenarios=scenarios,
         seeds=args.seeds, steps=args.steps, policies=args.policy, policy_task=args.task,
         out=args.out, quick=args.quick, full=args.full, plots=not args.no_plots,
-        jit=not args.no_jit, resume=args.resume, command=" ".join(["python", prog, *argv_list]))
+        jit=args.jit, resume=args.resume, command=" ".join(["python", prog, *argv_list]))
     enable_jax_cache(args.jax_cache)
     try:
         if cfg.seeds is not None:

@@ -63,9 +63,10 @@ class BenchmarkConfig:
     """Write the PNG plots."""
     prewarm: bool = True
     """Compile the next tasks' envs on background threads while cells run."""
-    jit: bool = True
-    """Run a controller that offers a JAX policy (``jax_policy()``) as one jitted scan;
-    ``False``: every controller on the Python step loop (same rows)."""
+    jit: bool = False
+    """Run a controller that offers a JAX policy (``jax_policy()``) as one jitted scan
+    (same rows); default: every controller on the Python step loop, which is faster at
+    the benchmark's batch while each controller compiles its own scan."""
     resume: bool = False
     """Skip every cell whose rows ``benchmark.csv`` already holds (a run interrupted
     without its manifest, or rows added on purpose). Without it a run computes its whole
