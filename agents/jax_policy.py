@@ -13,8 +13,8 @@ configuration, so policies that differ only in them share compiled code), ``obs`
 episode's observation, ``state`` the env state (for policies that read the plant, like
 the MPC). Filter and integrator states live in ``policy_state``.
 :func:`heatsync.envs.rollout` runs a whole episode of one under ``lax.scan``, vmapped
-over episodes, and the benchmark runs a controller whose Python object offers
-``jax_policy()`` that way (:func:`heatsync.benchmark.run_cell`): the same episodes as its
+over episodes, and with ``--jit`` (``run_cell(..., jit=True)``) the benchmark runs a
+controller whose Python object offers ``jax_policy()`` that way: the same episodes as its
 ``act(obs)`` loop, without a Python call per step.
 
 Python policies (``act(obs)`` on a batch, :class:`heatsync.agents.Policy`) keep working
