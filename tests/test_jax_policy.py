@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import heatsync.benchmark as hb
 from heatsync.agents import BASELINES, ConstantPolicy, TracedRule, is_jax_policy, jax_policy_of
 from heatsync.benchmark import run_cell
 from heatsync.envs import episode_keys, make_task, rollout
@@ -85,3 +86,19 @@ def test_only_rules_written_for_any_array_namespace_are_traced():
         TracedRule(env_free)
     lowpass = BASELINES[TASK]["lowpass"](None)
     assert isinstance(lowpass.jax_policy(), TracedRule)
+
+
+def test_a_jax_policy_with_the_wrong_action_shape_is_named_before_the_episode_runs():
+    class Short:
+        def __init__(self, env=None):
+            pass
+
+        def act(self, obs):
+            return np.zeros((np.shape(obs)[0], 8), np.float32)
+
+        def jax_policy(self):
+            return ConstantPolicy.of(np.zeros(3, np.float32))
+
+    with pytest.raises(hb.BenchmarkError, match=r"mine: .*shape \(3,\).*needs \(8,\)"):
+        run_cell(TASK, SCEN, Short, SEEDS, STEPS, controller="mine", jit=True)
+    assert len(run_cell(TASK, SCEN, Short, SEEDS, 5, controller="mine").rows) == 2  # loop

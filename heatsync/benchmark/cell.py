@@ -199,6 +199,7 @@ def _run_jitted(env, jp, seeds, T, tuned_on, controller, on_step, t0) -> CellRes
     seeds (:func:`heatsync.envs.rollout` from the vector env's reset keys), so the same
     episodes as the step loop; no Python call per step (``policy_calls`` 0)."""
     keys = episode_keys(seeds)
+    _check_jax_action(env, jp, controller)
     res = rollout(env.task, env.params, jp, keys, T, record=(*OUTPUTS, *_EXTRA),
                   reset_keys=keys)
     res = jax.tree.map(np.asarray, (res.returns, res.cost_usd, res.violation_s, res.steps,
@@ -212,6 +213,25 @@ def _run_jitted(env, jp, seeds, T, tuned_on, controller, on_step, t0) -> CellRes
                                   cost, ret.astype(np.float64), tuned_on, controller, wall)
     env.close()
     return CellResult(rows=rows, trace=trace, wall_s=wall, policy_calls=0, actions=None)
+
+
+def _check_jax_action(env, jp, controller):
+    """The action's shape of a JAX policy (abstract evaluation of one step: no compile),
+    so a wrong shape is named before the episode's program is built."""
+    task, params = env.task, env.params
+    space = env.single_action_space
+
+    def first(key):
+        obs, state = task.reset(key, params)
+        own = getattr(jp, "default_constants", None)
+        ps = jp.init(key, params, {} if own is None else own())
+        return jp.act(ps, obs, key, params, state)[0]
+
+    got = jax.eval_shape(first, jax.random.PRNGKey(0))
+    if tuple(got.shape) != tuple(space.shape):
+        raise BenchmarkError(f"{controller or 'policy'}: its JAX policy's action has shape "
+                             f"{tuple(got.shape)}; {env.task.name}'s action space needs "
+                             f"{tuple(space.shape)}")
 
 
 def _rows_and_trace(env, seeds, s0, final, rec, length, terminated, violation, cost, ret,
