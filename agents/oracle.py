@@ -54,8 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 from gymnasium import spaces
 
-from heatsync.envs import JaxVectorEnv, make_task
-from heatsync.envs import episode_keys as _episode_keys
+from heatsync.envs import JaxVectorEnv, episode_keys, make_task
 
 from ._oracle_plans import OracleResult, _fingerprint, _stored_plans, covers, load, plan_path, save
 from ._oracle_search import _gradient, _search, better
@@ -123,12 +122,6 @@ DEFAULTS = {
 
 
 # ---- episodes and exact replay ------------------------------------------------------------
-
-
-def episode_keys(seeds: Sequence[int]) -> jnp.ndarray:
-    """The reset keys (N, 2) of the episodes ``JaxVectorEnv.reset(seed=seeds)`` runs
-    (:func:`heatsync.envs.episode_keys`)."""
-    return _episode_keys(seeds)
 
 
 def _replay_one(task, params, key, actions):

@@ -211,3 +211,28 @@ def test_scores__paired_probability_and_iqm_intervals():
     assert S.iqm_interval(v) == (iqm, lo, hi)  # seeded: reproducible
     with pytest.raises(ValueError, match="paired_improvement"):
         S.paired_improvement(jx, jy[:2])
+
+
+def test_oracle__local_search_never_mutates_components_outside_its_segments():
+    """With a replay that scores every mutant better, each generation takes one: only the
+    allowed components may have moved."""
+    from gymnasium import spaces
+
+    from heatsync.agents._oracle_search import _search
+
+    N, T, d = 2, 50, 6
+    space = spaces.Box(-1.0, 1.0, (d,), np.float32)
+    inc = np.zeros((N, T, d), np.float32)
+    calls = iter(range(10**6))
+
+    def always_better(task, params, keys, actions):
+        k = next(calls)
+        return {"return": np.full(len(actions), float(k + 1)),
+                "spec_met": np.ones(len(actions), bool)}
+
+    cfg = O.OracleConfig(iters=0, generations=5, population=3, window_steps=(5, 20))
+    keys = np.zeros((N, 2), np.uint32)
+    best, *_ = _search(None, None, space, keys, inc, np.full(N, 1e9), np.ones(N, bool), cfg,
+                       None, always_better, components=[1, 4])
+    moved = np.any(best != inc, axis=(0, 1))
+    assert moved[[1, 4]].any() and not moved[[0, 2, 3, 5]].any()
