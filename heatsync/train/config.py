@@ -67,7 +67,9 @@ class TrainConfig:
     """
 
     algo: str = "ppo"
-    """algorithm: ppo, sac, td3 or a2c (sac and td3 need continuous actions)"""
+    """algorithm: ppo, sac, td3 or a2c (stable-baselines3; sac and td3 need continuous
+    actions), or ppo-jax (the JAX-native trainer: the whole update loop in one jitted
+    program, hyperparameters in configs/hyperparams/ppo-jax.yml)"""
     env: str = "heatsync/PowerSmoothing-v0"
     """task: an env id (heatsync/PowerSmoothing-v0, heatsync/CoolingDispatch-v0,
     heatsync/PowerAwareScheduling-v0, heatsync/Facility-v0) or its short name"""
@@ -83,9 +85,13 @@ class TrainConfig:
     learning_rate=lin_1e-3 policy_kwargs.net_arch=[64,64] normalize=false)"""
     seed: int = 0
     """seed of the model (torch, action sampling)"""
+    n_seeds: int = 1
+    """ppo-jax: train seeds seed .. seed + n_seeds - 1 as one vmapped program (one
+    run directory, a seed_<k>/ in it per seed)"""
     env_seed: int | None = None
     """first seed of the training envs: env i starts with env_seed + i (default
-    1000 x (seed + 1), so seeds 0-4, held out for the benchmark, are never trained on)"""
+    1000 x (seed + 1); ppo-jax: 100000 x (seed + 1), and training seed k of a vmapped
+    run starts at env_seed + k x n_envs)"""
     eval_seed: int = 1_000_000
     """first seed of the held-out evaluation episodes (eval env i gets eval_seed + i)"""
     eval_freq: int = 25_000

@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["ALGOS", "ConfigError", "SCHEMA", "SCRIPT_KEYS", "allowed_keys", "check_algo",
-           "check_policy_kwargs", "check_value", "hyperparams_help", "unknown_error"]
+__all__ = ["ALGOS", "JAX_ALGOS", "ConfigError", "SCHEMA", "SCRIPT_KEYS", "allowed_keys",
+           "check_algo", "check_policy_kwargs", "check_value", "hyperparams_help", "unknown_error"]
 
 #: algorithm name -> stable-baselines3 class name
 ALGOS = {"ppo": "PPO", "sac": "SAC", "td3": "TD3", "a2c": "A2C"}
@@ -294,11 +294,16 @@ def unknown_error(kind: str, key, allowed: Sequence[str], where: str) -> ConfigE
     return ConfigError(f"{where}unknown {kind} {key!r}{hint}; allowed: {', '.join(allowed)}")
 
 
+#: algorithms of the JAX-native trainer (:mod:`heatsync.train.jax_run`)
+JAX_ALGOS = ("ppo-jax",)
+
+
 def check_algo(algo: str) -> str:
-    """Lower-case ``algo`` if known, else :class:`ConfigError` with the allowed names."""
+    """Lower-case ``algo`` if it is a stable-baselines3 algorithm, else
+    :class:`ConfigError` with the allowed names (those and the JAX trainer's)."""
     a = str(algo).lower()
     if a not in ALGOS:
-        raise unknown_error("algo", algo, list(ALGOS), "")
+        raise unknown_error("algo", algo, [*ALGOS, *JAX_ALGOS], "")
     return a
 
 

@@ -39,10 +39,16 @@ from .runs import (
     write_run_files,
     write_timing,
 )
-from .schema import ALGOS, ConfigError, check_algo
+from .schema import ALGOS, JAX_ALGOS, ConfigError, check_algo
 from .vec import make_vec_env, setup_jax_cache, warm_up
 
 __all__ = ["run"]
+
+
+def _is_jax_run(config: TrainConfig) -> bool:
+    if config.resume:
+        return read_run_config(config.resume).get("algo") in JAX_ALGOS
+    return str(config.algo).lower() in JAX_ALGOS
 
 
 def run(config: TrainConfig, callbacks: Sequence = (), command: str | None = None) -> Path:
@@ -59,6 +65,10 @@ def run(config: TrainConfig, callbacks: Sequence = (), command: str | None = Non
     override before anything is written; on ``KeyboardInterrupt`` saves a checkpoint
     of the moment and re-raises.
     """
+    if _is_jax_run(config):  # the JAX-native trainer: its own driver
+        from .jax_run import run_jax
+
+        return run_jax(config, command)
     import stable_baselines3
     import torch
     from stable_baselines3.common.callbacks import CallbackList
