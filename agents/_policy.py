@@ -21,6 +21,7 @@ object, a class or a factory called with the env (``factory(env)``).
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -47,7 +48,9 @@ def is_policy(obj: Any) -> bool:
 def load_policy(spec: Any, env: Any = None) -> Policy:
     """Resolve a policy from an object or a ``"module:attr"`` path.
 
-    **Arguments**: ``spec`` a policy object, or ``"package.module:name"`` naming a
+    **Arguments**: ``spec`` a policy object, a training run directory (JAX or
+    stable-baselines3; a JAX run of several seeds loads its first), or
+    ``"package.module:name"`` naming a
     policy object, a class, or a factory; classes and factories are called with
     ``env`` when given (``factory(env)``), else with no argument.
 
@@ -55,6 +58,8 @@ def load_policy(spec: Any, env: Any = None) -> Policy:
     """
     if is_policy(spec):
         return spec
+    if isinstance(spec, str) and ":" not in spec and Path(spec).exists():
+        return _load_run(Path(spec))
     if not isinstance(spec, str) or ":" not in spec:
         raise PolicyError(f"policy {spec!r}: expected an object with act(obs) or a "
                           "'module:attr' path, e.g. 'my_pkg.policies:MyPolicy'")
@@ -82,3 +87,16 @@ def load_policy(spec: Any, env: Any = None) -> Policy:
                           "which has no act(obs) method")
     raise PolicyError(f"policy '{spec}': {type(obj).__name__} is neither a policy nor a "
                       "factory")
+
+
+def _load_run(path: Path) -> Policy:
+    """A training run directory (or its policy file): a JAX agent (``policy.npz``,
+    ``seed_<k>/``; the first seed) or a stable-baselines3 model (``model.zip``)."""
+    if path.suffix == ".npz" or any(path.glob("seed_*/policy.npz")) or \
+            any(path.glob("seed_*/best_policy.npz")) or (path / "policy.npz").is_file():
+        from .jax_agent import JaxAgent
+
+        return JaxAgent.load(path)
+    from .sb3_policy import SB3Policy
+
+    return SB3Policy.load(path)

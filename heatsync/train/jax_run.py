@@ -272,6 +272,8 @@ def run_jax(config: TrainConfig, command: str | None = None) -> Path:
         bar = tqdm(total=hp.total_steps, initial=done_chunks * chunk_steps, unit="step",
                    desc=f"ppo-jax {task.name} x{len(seeds)} seeds")
     steps = done_chunks * chunk_steps
+    if evaluate is not None and done_chunks == 0:  # the untrained policy: the curves' origin
+        _evaluate(evaluate, ts, 0, writers, evals, run_dir, hp, meta)
     try:
         for c in range(done_chunks, hp.n_chunks):
             t1 = time.perf_counter()
@@ -346,7 +348,7 @@ def _read_evals(seed_dir: Path) -> dict:
 def _evaluate(evaluate, ts, steps, writers, evals, run_dir, hp, meta) -> None:
     res = evaluate(ts)
     for k, (r, w, e) in enumerate(zip(res, writers, evals, strict=True)):
-        if e["timesteps"] and e["timesteps"][-1] >= steps:
+        if e["timesteps"] and e["timesteps"][-1] >= steps and steps > 0:
             continue  # already evaluated at this step (a resumed run)
         w.add_scalar("eval/return", float(np.mean(r["return"])), steps)
         w.add_scalar("eval/cost_usd", float(np.mean(r["cost_usd"])), steps)
