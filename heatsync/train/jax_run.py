@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from heatsync._io import atomic_path, write_text_atomic
 
 from .config import TrainConfig, yaml_load
 from .ppo_jax import PPOJaxHyperparams, arrays_to_tree, make_ppo, tree_to_arrays
-from .runs import new_run_dir, read_run_config, versions, write_run_files
+from .runs import latest_checkpoint, new_run_dir, read_run_config, versions, write_run_files
 from .schema import ConfigError
 
 __all__ = ["run_jax", "load_jax_hyperparams", "jax_hyperparams_path", "latest_state"]
@@ -76,15 +75,7 @@ def load_jax_hyperparams(env_id: str, path=None, overrides: dict | None = None
 
 def latest_state(run_dir) -> tuple[Path, int] | None:
     """``(checkpoint file, env steps per seed)`` of a run's newest checkpoint, or None."""
-    found = []
-    for p in (Path(run_dir) / "checkpoints").glob("state_*.npz"):
-        m = re.fullmatch(r"state_(\d+)\.npz", p.name)
-        if m:
-            found.append((int(m.group(1)), p))
-    if not found:
-        return None
-    steps, path = max(found)
-    return path, steps
+    return latest_checkpoint(run_dir, "state", ".npz")
 
 
 def _save_state(run_dir: Path, ts, steps: int, keep: int = 2) -> Path:

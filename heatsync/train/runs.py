@@ -101,11 +101,13 @@ def save_checkpoint(model, directory: Path, save_replay_buffer: bool) -> Path:
     return path
 
 
-def latest_checkpoint(run_dir: str | os.PathLike) -> tuple[Path, int] | None:
-    """``(model zip, steps)`` of the newest checkpoint of a run, or ``None``."""
+def latest_checkpoint(run_dir: str | os.PathLike, prefix: str = "model",
+                      suffix: str = ".zip") -> tuple[Path, int] | None:
+    """``(file, steps)`` of the newest ``checkpoints/<prefix>_<steps><suffix>`` of a run
+    (SB3 model zips by default; the JAX trainer's ``state_<steps>.npz``), or ``None``."""
     found = []
-    for p in (Path(run_dir) / "checkpoints").glob("model_*.zip"):
-        m = re.fullmatch(r"model_(\d+)\.zip", p.name)
+    for p in (Path(run_dir) / "checkpoints").glob(f"{prefix}_*{suffix}"):
+        m = re.fullmatch(rf"{prefix}_(\d+){re.escape(suffix)}", p.name)
         if m:
             found.append((int(m.group(1)), p))
     if not found:
