@@ -33,7 +33,7 @@ from heatsync._io import atomic_path, write_text_atomic
 
 from .config import TrainConfig, yaml_load
 from .ppo_jax import PPOJaxHyperparams, arrays_to_tree, make_ppo, tree_to_arrays
-from .runs import latest_checkpoint, new_run_dir, read_run_config, versions, write_run_files
+from .runs import latest_checkpoint, new_run_dir, resume_run, versions, write_run_files
 from .schema import ConfigError
 
 __all__ = ["run_jax", "load_jax_hyperparams", "jax_hyperparams_path", "latest_state"]
@@ -100,7 +100,6 @@ class _Evaluator:
 
     def __init__(self, task, params, spec, hp, seeds: list[int], n_seeds: int):
         from heatsync.agents.jax_agent import AgentJaxPolicy
-        from heatsync.agents.networks import ObsNorm
         from heatsync.envs import episode_keys
 
         self.task, self.params, self.n, self.E = task, params, n_seeds, len(seeds)
@@ -108,7 +107,6 @@ class _Evaluator:
         self.reset_keys = jnp.tile(episode_keys(seeds), (n_seeds, 1))
         self.keys = jax.random.split(jax.random.PRNGKey(0), n_seeds * self.E)
         self.steps = int(params.episode_steps)
-        self.ObsNorm = ObsNorm
 
     def __call__(self, ts) -> list[dict]:
         from heatsync.envs import rollout
@@ -171,14 +169,7 @@ def run_jax(config: TrainConfig, command: str | None = None) -> Path:
         command = f"heatsync.train.run({config!r})  # Python API, {sys.executable}"
     checkpoint, saved = None, None
     if config.resume:
-        run_dir = Path(config.resume)
-        saved = read_run_config(run_dir)
-        keep = {k: getattr(config, k) for k in TrainConfig.RESUME_KEEPS}
-        config = dataclasses.replace(TrainConfig(**saved["args"]), **keep)
-        checkpoint = latest_state(run_dir)
-        if checkpoint is None:
-            raise ConfigError(f"--resume {run_dir}: no checkpoint in {run_dir}/checkpoints "
-                              "(nothing to resume; start a new run)")
+        run_dir, saved, config, checkpoint = resume_run(config, "state", ".npz")
     if config.n_seeds < 1:
         raise ConfigError(f"--n-seeds: {config.n_seeds}; allowed: an integer >= 1")
     try:

@@ -394,36 +394,6 @@ def make_ppo(task, params, hp: PPOJaxHyperparams, spec: NetSpec):
     return init, chunk, tx
 
 
-def rollout_only(task, params, hp: PPOJaxHyperparams, spec: NetSpec):
-    """``collect(state) -> state``: one chunk's rollouts without learning (the plant and
-    the policy's forward passes; the perf script's plant-against-learning split)."""
-    init, _, _ = make_ppo(task, params, hp, spec)
-    n_envs = hp.n_envs
-    v_step = jax.vmap(task.step, (0, 0, 0, None))
-    v_reset = jax.vmap(task.reset, (0, None))
-
-    def step(ts, _):
-        key, k_act, k_env, k_reset = jax.random.split(ts.key, 4)
-        x = ts.obs_norm.apply(ts.obs, hp.clip_obs) if hp.norm_obs else ts.obs
-        a = jax.vmap(lambda xx, k: ts.net.dist(xx).sample(seed=k))(
-            x, jax.random.split(k_act, n_envs))
-        obs, st, r, term, trunc, _ = v_step(jax.random.split(k_env, n_envs), ts.env_state,
-                                            jax.vmap(ts.net.to_env)(a), params)
-        done = term | trunc
-        obs_r, st_r = v_reset(jax.random.split(k_reset, n_envs), params)
-        st = jax.vmap(lambda d, a_, b: jax.tree.map(lambda u, w: jnp.where(d, u, w), a_, b))(
-            done, st_r, st)
-        obs = jnp.where(done[:, None], obs_r, obs)
-        on = ts.obs_norm.update(obs) if hp.norm_obs else ts.obs_norm
-        return ts._replace(obs=obs, env_state=st, obs_norm=on, key=key), r.sum()
-
-    def collect(ts):
-        ts, _ = jax.lax.scan(step, ts, None, hp.chunk_updates * hp.n_steps)
-        return ts
-
-    return init, collect
-
-
 def tree_to_arrays(tree) -> dict[str, np.ndarray]:
     """The leaves of a pytree as ``{"l<i>": array}`` (a checkpoint's content)."""
     return {f"l{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(tree))}

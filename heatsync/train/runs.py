@@ -23,7 +23,7 @@ from heatsync._io import atomic_path, write_text_atomic
 from .config import yaml_dump, yaml_load
 from .schema import ALGOS, OFF_POLICY, ConfigError
 
-__all__ = ["latest_checkpoint", "load_checkpoint", "new_run_dir", "read_run_config",
+__all__ = ["latest_checkpoint", "load_checkpoint", "new_run_dir", "read_run_config", "resume_run",
            "save_checkpoint", "save_final", "save_vecnormalize", "versions", "write_run_files",
            "write_timing"]
 
@@ -71,6 +71,25 @@ def read_run_config(run_dir: str | os.PathLike) -> dict:
     if not path.exists():
         raise ConfigError(f"--resume {run_dir}: no config.yml there (not a run directory)")
     return yaml_load(path.read_text())
+
+
+def resume_run(config, prefix: str = "model", suffix: str = ".zip"):
+    """``(run_dir, saved config.yml, TrainConfig, (checkpoint, steps))`` of
+    ``config.resume``: the run's own settings, but those in ``TrainConfig.RESUME_KEEPS``
+    from ``config``. :class:`ConfigError` if the run has no checkpoint."""
+    import dataclasses
+
+    from .config import TrainConfig
+
+    run_dir = Path(config.resume)
+    saved = read_run_config(run_dir)
+    keep = {k: getattr(config, k) for k in TrainConfig.RESUME_KEEPS}
+    config = dataclasses.replace(TrainConfig(**saved["args"]), **keep)
+    checkpoint = latest_checkpoint(run_dir, prefix, suffix)
+    if checkpoint is None:
+        raise ConfigError(f"--resume {run_dir}: no checkpoint in {run_dir}/checkpoints "
+                          "(nothing to resume; start a new run)")
+    return run_dir, saved, config, checkpoint
 
 
 def save_vecnormalize(model, path: Path) -> bool:

@@ -29,10 +29,10 @@ from .config import (
     load_hyperparams,
 )
 from .runs import (
-    latest_checkpoint,
     load_checkpoint,
     new_run_dir,
     read_run_config,
+    resume_run,
     save_checkpoint,
     save_final,
     versions,
@@ -82,14 +82,7 @@ def run(config: TrainConfig, callbacks: Sequence = (), command: str | None = Non
     # ---- 1. the run: a new one, or the one being resumed (its saved config wins) -------------
     checkpoint = None
     if config.resume:
-        run_dir = Path(config.resume)
-        saved = read_run_config(run_dir)
-        keep = {k: getattr(config, k) for k in TrainConfig.RESUME_KEEPS}
-        config = dataclasses.replace(TrainConfig(**saved["args"]), **keep)
-        checkpoint = latest_checkpoint(run_dir)
-        if checkpoint is None:
-            raise ConfigError(f"--resume {run_dir}: no checkpoint in {run_dir}/checkpoints "
-                              "(nothing to resume; start a new run)")
+        run_dir, saved, config, checkpoint = resume_run(config)
     algo = check_algo(config.algo)
     try:
         task = make_task(config.env)
