@@ -215,7 +215,7 @@ def run_jax(config: TrainConfig, command: str | None = None) -> Path:
                                                       f"{checkpoint[1]} steps")
     setup_jax_cache(config.jax_cache)
 
-    init, chunk, _ = make_ppo(task, params, hp, spec)
+    init, chunk = make_ppo(task, params, hp, spec)[:2]
     t_start = time.perf_counter()
     keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
     reset_keys = jnp.stack([episode_keys(range(f, f + hp.n_envs)) for f in first])

@@ -1,8 +1,8 @@
 """PPO as pure JAX functions (PureJaxRL-style): the whole update loop in one program.
 
-:func:`make_ppo` returns ``init(key, env_seed) -> TrainState`` and ``chunk(state) ->
-(state, metrics)``; a chunk is ``updates_per_chunk`` PPO updates under ``lax.scan``,
-each one a rollout of ``n_steps`` intervals of ``n_envs`` auto-resetting envs (vmapped
+:func:`make_ppo` returns :class:`PPO`: ``init(key, reset_keys) -> TrainState`` and
+``chunk(state) -> (state, metrics)``; a chunk is ``updates_per_chunk`` PPO updates under
+``lax.scan``, each one a rollout of ``n_steps`` intervals of ``n_envs`` auto-resetting envs (vmapped
 task steps), GAE, then ``n_epochs`` passes of ``n_minibatches`` minibatches. Both are
 pure and jit-/vmap-able, so several training seeds run as one program
 (``jax.vmap(chunk)`` over stacked states; :mod:`heatsync.train.jax_run` does this).
@@ -35,7 +35,7 @@ from heatsync.agents.networks import ActorCritic, NetSpec, ObsNorm
 
 from .schema import ConfigError
 
-__all__ = ["PPOJaxHyperparams", "TrainState", "make_ppo", "METRICS"]
+__all__ = ["PPOJaxHyperparams", "TrainState", "PPO", "make_ppo", "METRICS"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +84,12 @@ class PPOJaxHyperparams:
     """hidden activation: tanh, relu, elu, gelu, silu"""
     log_std_init: float = -1.0
     """initial log std of the Gaussian (Box actions, action units)"""
+    stagger_start: bool = True
+    """cut each env's first episode at a uniform random step in [1, T] (T: the scenario's
+    time limit; a truncation, bootstrapped, and not counted in the episode metrics), so
+    that the envs run out of phase. Without it every env is at the same step of its
+    episode, and with episodes of thousands of steps each update sees one phase of them
+    (a non-stationary stream: the policy follows the phase it last saw)"""
     updates_per_chunk: int = 0
     """updates per jitted chunk (logging, evaluation and checkpoints happen between
     chunks); 0: about 2^18 env steps per chunk"""
@@ -141,7 +147,7 @@ def _check(k: str, v, where: str):
     unit = {"gamma": (0.0, 1.0), "gae_lambda": (0.0, 1.0)}
     pos = ("learning_rate", "clip_range", "max_grad_norm", "clip_obs", "clip_reward")
     nonneg = ("ent_coef", "vf_coef")
-    bools = ("anneal_lr", "normalize_advantage", "norm_obs", "norm_reward")
+    bools = ("anneal_lr", "normalize_advantage", "norm_obs", "norm_reward", "stagger_start")
 
     def bad(allowed):
         return ConfigError(f"{where}{k}: {v!r} is not allowed; expected {allowed}")
@@ -189,6 +195,10 @@ def _check(k: str, v, where: str):
     raise AssertionError(k)
 
 
+#: ``TrainState.ep_limit`` of an episode that runs to its own end
+_NO_CUT = np.iinfo(np.int32).max
+
+
 class RetNorm(NamedTuple):
     """Running variance of the discounted return (reward scaling), per-env returns."""
 
@@ -211,6 +221,7 @@ class TrainState(NamedTuple):
     ep_terms: Any  # running reward terms per env (n_envs, n_terms)
     key: Any
     update: Any
+    ep_limit: Any  # per env: the step that cuts its first episode (stagger_start), else BIG
 
 
 #: per-update metric names (besides ``reward/<term>``)
@@ -238,10 +249,25 @@ def _ret_update(rn: RetNorm, r, done, gamma):
     return RetNorm(var, mean, tot, jnp.where(done, 0.0, ret))
 
 
-def make_ppo(task, params, hp: PPOJaxHyperparams, spec: NetSpec):
-    """``(init, chunk, optimizer)`` of PPO on ``task`` with env ``params``: pure functions
-    (see the module docstring). ``init(key, reset_keys)`` takes the first reset keys of
-    the ``n_envs`` envs ((n_envs, 2), e.g. :func:`heatsync.envs.episode_keys`)."""
+class PPO(NamedTuple):
+    """The pure functions of PPO on one task (:func:`make_ppo`)."""
+
+    init: Any
+    """``init(key, reset_keys) -> TrainState``; ``reset_keys`` are the first reset keys of
+    the ``n_envs`` envs ((n_envs, 2), e.g. :func:`heatsync.envs.episode_keys`)"""
+    chunk: Any
+    """``chunk(state) -> (state, metrics)``: ``chunk_updates`` PPO updates"""
+    tx: Any
+    """the optax optimiser"""
+    env_chunk: Any
+    """``env_chunk(state) -> state``: the chunk's env steps alone (the same auto-resetting
+    vmapped step, one fixed action, no policy and no learning); what the plant costs of
+    a chunk (``scripts/perf.py`` splits the trainer's time with it)"""
+
+
+def make_ppo(task, params, hp: PPOJaxHyperparams, spec: NetSpec) -> PPO:
+    """PPO on ``task`` with env ``params`` as pure functions (:class:`PPO`; see the module
+    docstring)."""
     n_envs, n_steps = hp.n_envs, hp.n_steps
     terms = task.terms
     sched = (optax.linear_schedule(hp.learning_rate, 0.0,
@@ -257,6 +283,11 @@ def make_ppo(task, params, hp: PPOJaxHyperparams, spec: NetSpec):
 
     def init(key, reset_keys):
         k_net, k_run = jax.random.split(key)
+        if hp.stagger_start:
+            limit = jax.random.randint(jax.random.fold_in(key, 1), (n_envs,), 1,
+                                       params.episode_steps + 1)
+        else:
+            limit = jnp.full((n_envs,), _NO_CUT, jnp.int32)
         net = ActorCritic.create(k_net, spec)
         obs, env_state = v_reset(reset_keys, params)
         on = ObsNorm.create(spec.obs_dim)
@@ -266,7 +297,7 @@ def make_ppo(task, params, hp: PPOJaxHyperparams, spec: NetSpec):
                      jnp.zeros((n_envs,), f))
         return TrainState(net, tx.init(net), on, rn, env_state, obs,
                           jnp.zeros((n_envs,), f), jnp.zeros((n_envs, len(terms)), f),
-                          k_run, jnp.zeros((), jnp.int32))
+                          k_run, jnp.zeros((), jnp.int32), limit.astype(jnp.int32))
 
     def sample(net, x, k):
         d = net.dist(x)
@@ -275,19 +306,24 @@ def make_ppo(task, params, hp: PPOJaxHyperparams, spec: NetSpec):
 
     def env_step(ts: TrainState, action, key):
         """Step every env; where an episode ended, reset it (a fresh key) and report
-        the ended episode's totals."""
+        the ended episode's totals (``ended["whole"]``: 0 for a first episode cut short
+        by ``stagger_start``)."""
         k_step, k_reset = jax.random.split(key)
         obs, st, r, term, trunc, info = v_step(jax.random.split(k_step, n_envs), ts.env_state,
                                                action, params)
+        cut = (st.t >= ts.ep_limit) & ~term & ~trunc
+        trunc = trunc | cut
         done = term | trunc
         obs_r, st_r = v_reset(jax.random.split(k_reset, n_envs), params)
         ended = {"return": ts.ep_return + r, "cost_usd": st.cost_usd,
                  "violation_s": st.violation_s, "steps": st.t.astype(jnp.float32),
-                 "terms": ts.ep_terms + jnp.stack([info[f"reward_{t}"] for t in terms], -1)}
+                 "terms": ts.ep_terms + jnp.stack([info[f"reward_{t}"] for t in terms], -1),
+                 "whole": (~cut).astype(jnp.float32)}
         sel = jax.vmap(lambda d, a, b: jax.tree.map(lambda x, y: jnp.where(d, x, y), a, b))
         new_state = sel(done, st_r, st)
         new_obs = jnp.where(done[:, None], obs_r, obs)
-        return new_obs, obs, new_state, r, term, trunc, ended
+        limit = jnp.where(done, _NO_CUT, ts.ep_limit)
+        return new_obs, obs, new_state, r, term, trunc, ended, limit
 
     def rollout_step(carry, _):
         ts, stats = carry
@@ -295,7 +331,7 @@ def make_ppo(task, params, hp: PPOJaxHyperparams, spec: NetSpec):
         x = norm_obs(ts.obs_norm, ts.obs)
         a, logp, v = jax.vmap(sample, (None, 0, 0))(ts.net, x, jax.random.split(k_act, n_envs))
         env_a = jax.vmap(ts.net.to_env)(a)
-        obs, final_obs, env_state, r, term, trunc, ended = env_step(ts, env_a, k_env)
+        obs, final_obs, env_state, r, term, trunc, ended, limit = env_step(ts, env_a, k_env)
         done = term | trunc
         on = ts.obs_norm.update(obs) if hp.norm_obs else ts.obs_norm
         rn = _ret_update(ts.ret_norm, r, done, hp.gamma) if hp.norm_reward else ts.ret_norm
@@ -306,12 +342,13 @@ def make_ppo(task, params, hp: PPOJaxHyperparams, spec: NetSpec):
         v_final = jax.vmap(ts.net.value)(norm_obs(on, final_obs))
         r_t = r_t + hp.gamma * jnp.where(trunc, v_final, 0.0)
         d = done.astype(jnp.float32)
-        stats = {k: stats[k] + jnp.sum(x * (d if x.ndim == 1 else d[:, None]), 0)
-                 for k, x in ended.items()} | {"count": stats["count"] + jnp.sum(d)}
+        w = d * ended.pop("whole")  # the metrics count whole episodes only
+        stats = {k: stats[k] + jnp.sum(x * (w if x.ndim == 1 else w[:, None]), 0)
+                 for k, x in ended.items()} | {"count": stats["count"] + jnp.sum(w)}
         ep_return = jnp.where(done, 0.0, ended["return"])
         ep_terms = jnp.where(done[:, None], 0.0, ended["terms"])
         ts = ts._replace(obs=obs, env_state=env_state, obs_norm=on, ret_norm=rn, key=key,
-                         ep_return=ep_return, ep_terms=ep_terms)
+                         ep_return=ep_return, ep_terms=ep_terms, ep_limit=limit)
         return (ts, stats), Transition(x, a, logp, v, r_t, d)
 
     def gae(tr: Transition, last_value):
@@ -391,7 +428,21 @@ def make_ppo(task, params, hp: PPOJaxHyperparams, spec: NetSpec):
     def chunk(ts: TrainState):
         return jax.lax.scan(update, ts, None, hp.chunk_updates)
 
-    return init, chunk, tx
+    def env_chunk(ts: TrainState):
+        x0 = jnp.zeros((n_envs, spec.obs_dim), jnp.float32)
+        action = jax.vmap(ts.net.deterministic)(x0)  # the env's action type, in its box
+
+        def body(ts: TrainState, _):
+            key, k_env = jax.random.split(ts.key)
+            obs, _, env_state, _, term, trunc, ended, limit = env_step(ts, action, k_env)
+            done = term | trunc
+            return ts._replace(obs=obs, env_state=env_state, key=key, ep_limit=limit,
+                               ep_return=jnp.where(done, 0.0, ended["return"]),
+                               ep_terms=jnp.where(done[:, None], 0.0, ended["terms"])), None
+
+        return jax.lax.scan(body, ts, None, hp.chunk_updates * n_steps)[0]
+
+    return PPO(init, chunk, tx, env_chunk)
 
 
 def tree_to_arrays(tree) -> dict[str, np.ndarray]:
