@@ -25,7 +25,8 @@ HEADINGS = ("# heatsync performance", "## Targets", "## Machine",
             "## 1. Batched plant throughput", "## 2. Large hall",
             "## 3. Environment step latency and vector throughput", "## 4. Compile time",
             "## 5. Gradient of a 1 h rollout", "## 6. Where the time goes",
-            "### Operation count: the batched plant's floor", "## 7. What bounds each target")
+            "### Operation count: the batched plant's floor", "## 7. What bounds each target",
+            "## 8. Training throughput")
 
 
 def _digest(path: Path) -> tuple[int, str] | None:
@@ -64,13 +65,35 @@ def test_cli__quick_writes_apart_from_the_committed_report_unless_told():
 
 def test_cli__every_probe_of_a_full_run_follows_the_probe_protocol():
     ps = cli.probes(settings(quick=False))
-    every = [p for v in ps.values() for p in (v if isinstance(v, list) else [v])]
+    every = [p for v in ps.values() for p in (
+        v if isinstance(v, list) else list(v.values()) if isinstance(v, dict) else [v])]
     assert None not in every  # a full run skips nothing
     for p in every:
         assert isinstance(p, Probe), type(p).__name__
         assert isinstance(p.label, str) and p.label
         # subprocess probes compile nothing here; every other probe compiles in prepare
         assert (p.weight == 0) == isinstance(p, SubprocessProbe), type(p).__name__
+
+
+def test_gymnax_task__runs_pendulum_through_the_trainers_task_interface():
+    pytest.importorskip("gymnax")
+    import jax
+    import numpy as np
+
+    from heatsync.perf.train import GymnaxTask
+
+    task = GymnaxTask("Pendulum-v1")
+    obs, st = task.reset(jax.random.PRNGKey(0), task.params)
+    step = jax.jit(task.step)
+    a = np.array([0.5], np.float32)
+    _, inner, r_ref, _, _ = task.env.step_env(jax.random.PRNGKey(1), st.inner, a, task.params)
+    obs, st, r, term, trunc, info = step(jax.random.PRNGKey(1), st, a, task.params)
+    assert float(r) == float(r_ref) and float(info["reward_env"]) == float(r)
+    assert obs.shape == (3,) and int(st.t) == 1 and not bool(term) and not bool(trunc)
+    for _ in range(task.params.max_steps_in_episode - 1):
+        obs, st, r, term, trunc, info = step(jax.random.PRNGKey(1), st, a, task.params)
+    assert int(st.t) == task.params.max_steps_in_episode
+    assert bool(trunc) and not bool(term)  # the time limit is a truncation
 
 
 def test_perf_package__reads_the_envs_through_their_public_api_only():
@@ -144,6 +167,20 @@ def test_perf_quick__has_a_number_for_every_figure_it_measures(report):
     # 5. the gradient is skipped in --quick, and says so
     _has(report, r"^\| gradient of a 1 h rollout \| skipped \(--quick\) \|")
     _has(report, r"^Skipped with --quick")
+    # 8. training: ppo-jax on the task and gymnax Pendulum (a number, or skipped without
+    # gymnax), SB3 PPO, their ratio and the env's share, beside the targets
+    _has(report, rf"^\| ppo-jax \| {task} \| 64 x 8 \| 4 x 8 \| 64 x 64 tanh \| {NUM} \| "
+                 rf"{NUM} \| {NUM} % \| {NUM} \|$")
+    _has(report, r"^\| ppo-jax \| gymnax:Pendulum-v1 \| (?:64 x 10 \| 4 x 32 \| 256 x 256 "
+                 rf"tanh \| {NUM} \| {NUM} \| {NUM} % \| {NUM}"
+                 r"|- \| - \| - \| - \| skipped: gymnax .*) \|$")
+    _has(report, rf"^\| SB3 PPO \| {task} \| 32 x 128 \| \(ppo\.yml\) \| 64 x 64 tanh \| "
+                 rf"{NUM} \| {NUM} \| {NUM} % \| - \|$")
+    _has(report, rf"^- ppo-jax / SB3 PPO on {task}: \*\*{NUM}x\*\*\.$")
+    _has(report, rf"^\| training, ppo-jax on {task} \(learning included\) \| {NUM} "
+                 r"env-steps/s \| >= 50,000 env-steps/s \| ")
+    _has(report, rf"^\| training, ppo-jax / SB3 PPO on {task}, this run \| {NUM}x \| "
+                 r">= 15x \| ")
 
 
 @pytest.mark.slow

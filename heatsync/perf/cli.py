@@ -18,6 +18,7 @@ from .grad import GradCost
 from .plant import Hall, PlantStepCost, PlantThroughput, Roof, ShardedThroughput
 from .report import render
 from .runner import TASKS, loadavg, machine, measure, settings, warm_up
+from .train import PUREJAXRL_PENDULUM, SB3PPOThroughput, TrainerThroughput
 from .vector import VecThroughput
 
 __all__ = ["FULL_OUT", "QUICK_OUT", "parse_args", "probes", "run", "main"]
@@ -86,6 +87,13 @@ def probes(s: dict) -> dict:
         "breakdown": None if quick else Breakdown(big, s["plant_steps"](big), s["hall_racks"],
                                                   s["hall_steps"], TASKS[-1], max(s["vec_n"])),
         "grad": GradCost(s["grad_steps"], reps) if s["grad_steps"] > 0 else None,
+        "train": {
+            "ppo_jax": TrainerThroughput(TASKS[0], reps, s["train"]),
+            "pendulum": TrainerThroughput("gymnax:Pendulum-v1", reps,
+                                          {**PUREJAXRL_PENDULUM, "updates_per_chunk": 4,
+                                           **s["train"], "n_steps": 10}),
+            "sb3_ppo": SB3PPOThroughput(TASKS[0], s["sb3_updates"]),
+        },
     }
 
 
@@ -94,12 +102,14 @@ def run(s: dict) -> tuple[dict, float]:
     **Returns** ``(results, warm-up seconds)``."""
     ps = probes(s)
     load0 = loadavg()
-    every = [p for v in ps.values() for p in (v if isinstance(v, list) else [v])
-             if p is not None]
+    every = [p for v in ps.values()
+             for p in (v if isinstance(v, list) else list(v.values()) if isinstance(v, dict)
+                       else [v]) if p is not None]
     t_warm = warm_up(every, s["jobs"])
     r = {"machine": machine(), "quick": s["quick"]}
     for key, v in ps.items():
-        r[key] = [measure(p) for p in v] if isinstance(v, list) else measure(v)
+        r[key] = [measure(p) for p in v] if isinstance(v, list) else \
+            {k: measure(p) for k, p in v.items()} if isinstance(v, dict) else measure(v)
     r["load"] = (load0, loadavg())
     return r, t_warm
 

@@ -75,6 +75,79 @@ def render_anatomy(x: dict, plant: list, untuned: dict | None) -> list[str]:
 
 
 
+def training_targets(t: dict | None) -> list[str]:
+    """The trainer's rows of the targets table (section 8)."""
+    if not t:
+        return []
+    ps, sb3 = t["ppo_jax"], t["sb3_ppo"]
+    if ps.get("skipped"):
+        return []
+    v, tgt = ps["steps_per_s"], TARGETS["train_steps_per_s"]
+    rows = [f"| training, ppo-jax on {ps['task']} (learning included) | {v:,.0f} env-steps/s "
+            f"| >= {tgt:,} env-steps/s | {verdict(v, tgt)} |"]
+    if not sb3.get("skipped"):
+        ratio, tr = v / sb3["steps_per_s"], TARGETS["train_vs_sb3"]
+        rows.append(f"| training, ppo-jax / SB3 PPO on {ps['task']}, this run | {ratio:.1f}x | "
+                    f">= {tr:.0f}x | {verdict(ratio, tr)} |")
+    return rows
+
+
+def render_training(t: dict | None) -> list[str]:
+    """Section 8: training throughput (:mod:`heatsync.perf.train`)."""
+    if not t:
+        return []
+    out = ["", "## 8. Training throughput", "",
+           "Whole compiled chunks of PPO updates (rollout, GAE, epochs, minibatches: learning "
+           "included; the run driver's held-out evaluation and logging excluded), median of "
+           "repeats after a warm-up call. *In the env steps*: the same chunk's auto-resetting "
+           "vmapped env steps alone (one fixed action, no policy: "
+           "`heatsync.train.ppo_jax.PPO.env_chunk`) over the whole chunk's time; the rest is "
+           "the policy's forward passes, GAE and the updates. SB3 PPO: `model.learn` over "
+           "whole rollouts with the bundled `configs/hyperparams/ppo.yml` and "
+           "`scripts/train.py`'s VecEnv stack; *in the env*: time inside the jitted vector "
+           "env's steps (`StepTimer`).", "",
+           "| trainer | task | envs x steps | epochs x minibatches | network | env steps timed "
+           "| env-steps/s | in the env steps | compile (s) |",
+           "|---|---|---:|---:|---|---:|---:|---:|---:|"]
+    ps = t["ppo_jax"]
+    for x in (ps, t["pendulum"]):
+        if x.get("skipped"):
+            out.append(f"| ppo-jax | {x['task']} | - | - | - | - | skipped: {x['skipped']} "
+                       "| - | - |")
+            continue
+        out.append(f"| ppo-jax | {x['task']} | {x['n_envs']} x {x['n_steps']} | "
+                   f"{x['n_epochs']} x {x['n_minibatches']} | "
+                   f"{' x '.join(str(h) for h in x['net_arch'])} tanh | "
+                   f"{x['steps_per_chunk']:,} | {x['steps_per_s']:,.0f} | "
+                   f"{100 * x['plant_share']:.0f} % | {x['compile_s']:.1f} |")
+    sb3 = t["sb3_ppo"]
+    if sb3.get("skipped"):
+        out.append(f"| SB3 PPO | {sb3['task']} | - | - | - | - | skipped: {sb3['skipped']} "
+                   "| - | - |")
+    else:
+        out.append(f"| SB3 PPO | {sb3['task']} | {sb3['n_envs']} x {sb3['n_steps']} | "
+                   "(ppo.yml) | 64 x 64 tanh | "
+                   f"{sb3['steps']:,} | {sb3['steps_per_s']:,.0f} | "
+                   f"{100 * sb3['env_share']:.0f} % | - |")
+    if ps.get("skipped"):
+        return out
+    lines = []
+    if not sb3.get("skipped"):
+        ratio = ps["steps_per_s"] / sb3["steps_per_s"]
+        lines.append(f"ppo-jax / SB3 PPO on {ps['task']}: **{ratio:.1f}x**")
+    pen = t["pendulum"]
+    if not pen.get("skipped"):
+        lines.append(f"ppo-jax on {ps['task']} / the same trainer on gymnax Pendulum with "
+                     f"PureJaxRL's settings: {ps['steps_per_s'] / pen['steps_per_s']:.2f}x "
+                     "(Pendulum's network is 256 x 256 and its minibatches 32; its env "
+                     "is almost free, so its figure is nearly all learning)")
+    lines.append(f"ppo-jax on {ps['task']}: the env steps alone run at "
+                 f"{ps['env_steps_per_s']:,.0f} env-steps/s, "
+                 f"{100 * ps['plant_share']:.0f} % of the chunk's time")
+    out += [""] + [f"- {x}." for x in lines]
+    return out
+
+
 def render(r: dict, s: dict, wall_s: float) -> str:
     m, quick = r["machine"], s["quick"]
     cmd = "python scripts/perf.py" + (" --quick" if quick else "")
@@ -143,6 +216,8 @@ def render(r: dict, s: dict, wall_s: float) -> str:
                    "none set | - |")
     else:
         out.append("| gradient of a 1 h rollout | skipped (--quick) | none set | - |")
+
+    out += training_targets(r.get("train"))
 
     # machine
     out += ["", "## Machine", "",
@@ -260,6 +335,7 @@ def render(r: dict, s: dict, wall_s: float) -> str:
         out.append("Skipped with --quick (its compile alone takes about a minute).")
         out += render_breakdown(r)
         out += render_bounds(r)
+        out += render_training(r.get("train"))
         return "\n".join(out) + "\n"
     out += [
             f"`{g['scenario']}`, {g['steps']} control intervals ({horizon}), {g['dtype']}: the "
@@ -279,4 +355,5 @@ def render(r: dict, s: dict, wall_s: float) -> str:
             "horizon); target: none set."]
     out += render_breakdown(r)
     out += render_bounds(r)
+    out += render_training(r.get("train"))
     return "\n".join(out) + "\n"

@@ -55,6 +55,8 @@ TARGETS = {
     "env_step_median_us": 50.0,  # gymnasium.Env.step, median
     "vec1024": 200_000,  # JaxVectorEnv steps/s at N = 1024
     "compile_s": 10.0,  # per function
+    "train_steps_per_s": 50_000,  # ppo-jax on PowerSmoothing, learning included (issue 18)
+    "train_vs_sb3": 15.0,  # ppo-jax / SB3 PPO env-steps/s, same run (issue 18)
 }
 
 #: episode length of the vector envs (auto-resets happen inside the timing, as in training)
@@ -146,13 +148,14 @@ def settings(quick: bool, repeats: int | None = None, jobs: int | None = None,
         s = {"repeats": 3, "jobs": 2, "batches": (1, 64), "plant_steps": lambda b: 20,
              "hall_racks": 200, "hall_steps": 20, "latency_steps": 200, "latency_warmup": 20,
              "latency_tasks": (TASKS[0],), "vec_tasks": (TASKS[0],), "vec_n": (64,),
-             "vec_block_steps": 5, "grad_steps": 0, "anatomy_calls": 200}
+             "vec_block_steps": 5, "grad_steps": 0, "anatomy_calls": 200,
+             "train": {"n_envs": 64, "n_steps": 8, "updates_per_chunk": 2}, "sb3_updates": 1}
     else:
         s = {"repeats": 5, "jobs": 1, "batches": (1, 64, 1024, 4096),
              "plant_steps": lambda b: int(np.clip(100_000 // b, 50, 2000)),
              "hall_racks": 800, "hall_steps": 200, "latency_steps": 3000, "latency_warmup": 100,
              "latency_tasks": TASKS, "vec_tasks": TASKS, "vec_n": (64, 1024), "vec_block_steps": 20,
-             "grad_steps": 3600, "anatomy_calls": 2000}
+             "grad_steps": 3600, "anatomy_calls": 2000, "train": {}, "sb3_updates": 4}
     if repeats is not None:
         s["repeats"] = repeats
     if jobs is not None:
