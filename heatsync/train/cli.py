@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig
+from .runs import export_run
 from .schema import ConfigError, hyperparams_help
 from .trainer import run
 
@@ -105,10 +106,38 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> Path:
     return run(config, callbacks=callbacks, command=command)
 
 
+def _export(argv: Sequence[str]) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python scripts/train.py export",
+        description="Copy a ppo-jax run's parameters, evaluations and config (not its "
+                    "TensorBoard logs or optimiser checkpoints) into a small folder that "
+                    "loads as a policy (e.g. to commit a trained agent).")
+    ap.add_argument("run", type=Path, help="the run directory")
+    ap.add_argument("dest", type=Path, help="the folder to write (created)")
+    args = ap.parse_args(argv)
+    files = export_run(args.run, args.dest)
+    size = sum(f.stat().st_size for f in files)
+    print(f"wrote {len(files)} files ({size / 1e3:.0f} kB) to {args.dest}")
+    return 0
+
+
+#: ``scripts/train.py <subcommand> ...``; anything else is a training run
+SUBCOMMANDS = ("curves", "export")
+
+
 def console(argv: Sequence[str] | None = None) -> int:
     """:func:`main` as a program: exit status 0, 2 for a bad argument (the message on
-    stderr) or 130 when interrupted (a checkpoint of the moment was saved)."""
+    stderr) or 130 when interrupted (a checkpoint of the moment was saved). ``curves``
+    and ``export`` as the first argument run those subcommands
+    (:mod:`heatsync.train.curves`, :func:`heatsync.train.runs.export_run`)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv and argv[0] == "curves":
+            from .curves import main as curves_main
+
+            return curves_main(argv[1:])
+        if argv and argv[0] == "export":
+            return _export(argv[1:])
         main(argv)
     except ConfigError as e:
         print(f"train.py: error: {e}", file=sys.stderr)

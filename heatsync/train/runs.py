@@ -23,9 +23,15 @@ from heatsync._io import atomic_path, write_text_atomic
 from .config import yaml_dump, yaml_load
 from .schema import ALGOS, OFF_POLICY, ConfigError
 
-__all__ = ["latest_checkpoint", "load_checkpoint", "new_run_dir", "read_run_config", "resume_run",
-           "save_checkpoint", "save_final", "save_vecnormalize", "versions", "write_run_files",
-           "write_timing"]
+__all__ = ["EXPORTED", "export_run", "latest_checkpoint", "load_checkpoint", "new_run_dir",
+           "read_run_config", "resume_run", "save_checkpoint", "save_final", "save_vecnormalize",
+           "versions", "write_run_files", "write_timing"]
+
+#: what :func:`export_run` copies of a JAX-trainer run (per seed: ``seed_<k>/...``): the
+#: parameters, the evaluations and how the run was made, not the TensorBoard logs or the
+#: optimiser checkpoints
+EXPORTED = ("config.yml", "command.txt", "timing.json", "seed.txt")
+EXPORTED_PER_SEED = ("policy.npz", "best_policy.npz", "best.json", "evaluations.npz")
 
 
 def new_run_dir(root: str | os.PathLike, name: str) -> Path:
@@ -168,3 +174,27 @@ def save_final(model, run_dir: Path) -> None:
 def write_timing(run_dir: Path, timing: dict) -> None:
     """``timing.json``: wall and env-step seconds, steps, compile seconds."""
     write_text_atomic(Path(run_dir) / "timing.json", json.dumps(timing, indent=1))
+
+
+def export_run(run_dir: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
+    """Copy what a JAX-trainer run's users need into ``dest`` (created): the run's
+    :data:`EXPORTED` files and each ``seed_<k>/``'s parameters (``policy.npz``,
+    ``best_policy.npz``), ``best.json`` and ``evaluations.npz``; the result loads as a
+    policy and draws its learning curves like the run itself. Each file is written
+    atomically. **Returns** the files written."""
+    src, dest = Path(run_dir), Path(dest)
+    cfg = read_run_config(src)
+    if cfg.get("algo") != "ppo-jax":
+        raise ConfigError(f"{src}: algo {cfg.get('algo')!r}; export takes a ppo-jax run (an "
+                          "SB3 run's model.zip is already its whole agent)")
+    if src.resolve() == dest.resolve():
+        raise ConfigError(f"export: {dest} is the run itself")
+    names = [n for n in EXPORTED if (src / n).is_file()]
+    for k in range(len(cfg["seeds"])):
+        names += [f"seed_{k}/{n}" for n in EXPORTED_PER_SEED if (src / f"seed_{k}" / n).is_file()]
+    written = []
+    for n in names:
+        with atomic_path(dest / n) as tmp:
+            tmp.write_bytes((src / n).read_bytes())
+        written.append(dest / n)
+    return written
