@@ -335,6 +335,11 @@ def test_benchmark__user_policy_from_module_attr_appears_in_the_table(
     assert f"`{user_module}:Policy`" in capsys.readouterr().out  # the ranked tables print
     assert {r["controller"] for r in csv_rows(out)} == {"zero", "half",
                                                         f"{user_module}:Policy"}
+    # a later run of the same cells without --policy reports the policy's rows read back
+    rc = main(argv(out, "--no-plots", "--resume"), registry=REGISTRY)
+    assert rc == 0
+    md = (out / "BENCHMARK.md").read_text()
+    assert f"`{user_module}:Policy`" in md and "Read back from `benchmark.csv`" in md
 
 
 def test_benchmark__policy_that_fits_no_task_fails_clearly(user_module, tmp_path, capsys):

@@ -198,7 +198,8 @@ def markdown(rows: list[dict], plan, cfg, report, plots: list[Path]) -> tuple[st
              "(with other seeds). The other tables hold held-out rows only.", ""]
     if getattr(report, "read_back", None):
         head += ["Read back from `benchmark.csv`, not recomputed by this invocation (opt-in "
-                 "controllers an earlier run computed on the same cells and seeds): "
+                 "controllers and `--policy` policies an earlier run computed on the same "
+                 "cells and seeds): "
                  + ", ".join(f"`{c}` on {t}/{s}" for c, t, s, _ in report.read_back) + ".",
                  ""]
     if report.not_fitting:

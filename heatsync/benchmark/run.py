@@ -22,7 +22,7 @@ from heatsync._io import write_text_atomic
 from heatsync.envs import make_task
 
 from .cell import Prewarm, run_cell
-from .plan import OPT_IN, BenchmarkConfig, probe_policy, resolve
+from .plan import OPT_IN, BenchmarkConfig, default_registry, probe_policy, resolve
 from .plots import write_plots
 from .report import baseline_names, markdown
 from .scores import all_scores
@@ -178,15 +178,18 @@ def run(cfg: BenchmarkConfig | None = None, *, registry: dict | None = None,
 
     report.rows = [by_key[(*cell, sd)] for cell, _, _ in cells for sd in plan.seeds
                    if (*cell, sd) in by_key]
-    # opt-in controllers (the MPC) computed by an earlier run on the same cells and seeds
-    # are reported beside them (read back, not recomputed)
+    # opt-in controllers (the MPC) and --policy policies (trained agents: any name the
+    # registry does not know) computed by an earlier run on the same cells and seeds are
+    # reported beside them (read back, not recomputed)
+    known = {n for per in (default_registry() if registry is None else registry).values()
+             for n in per}
     chosen = {(c[0][1], c[0][2], c[0][3]) for c in cells}
     ran = {(c[0][0], c[0][1], c[0][2], c[0][3]) for c in cells}
     extra: dict = {}
     for r in by_key.values():
         cell = (r["controller"], r["task"], r["scenario"], r["episode_steps"])
-        if cell[1:] in chosen and cell not in ran and r["controller"] in OPT_IN \
-                and r["seed"] in plan.seeds:
+        if cell[1:] in chosen and cell not in ran and r["seed"] in plan.seeds \
+                and (r["controller"] in OPT_IN or r["controller"] not in known):
             extra.setdefault(cell, {})[r["seed"]] = r
     for cell, per_seed in sorted(extra.items()):
         if len(per_seed) == len(plan.seeds):
