@@ -19,11 +19,12 @@ __all__ = ["ThermostatLN2", "SupplyPID", "CoolingReadings"]
 
 
 class CoolingReadings:
-    """Physical readings of the cooling observations (degC, 0/1, tank fill)."""
+    """Physical readings of the cooling observations (degC, 0/1, tank fill); ``xp``:
+    ``numpy`` or ``jax.numpy``."""
 
-    def __init__(self, base: Baseline, obs: np.ndarray):
+    def __init__(self, base: Baseline, obs: np.ndarray, xp=np):
         k = base.k_obs
-        self.t_junction_max = np.max(k(obs, "t_junction"), axis=1, keepdims=True) \
+        self.t_junction_max = xp.max(k(obs, "t_junction"), axis=1, keepdims=True) \
             * T_JUNCTION_SPAN_K + T_JUNCTION_REF_C
         self.t_supply = k(obs, "t_supply") * T_SPAN_K + T_SUPPLY_REF_C
         self.chiller_ok = k(obs, "chiller_ok") > 0.5
@@ -34,18 +35,30 @@ class CoolingReadings:
 class _CoolingBase(Baseline):
     task_name = "CoolingDispatch"
 
+    #: the rule is written for any array namespace with its filter state explicit
+    #: (``_step(obs, state, xp)``), so :meth:`jax_policy` traces it
+    jax_ready = True
+
+    def _step(self, obs, st: dict, xp=np):
+        """``(action batch, new filter state)``: the rule, pure."""
+        raise NotImplementedError
+
+    def _act(self, obs):
+        a, self._state = self._step(obs, self._state, np)
+        return a
+
     def _setup(self):
         c = self.params.plant.cdu
         self._layout = cooling_layout(self.params)
         self._pump_min = float(c.pump_speed_min)
         self._sp_lo, self._sp_hi = float(c.setpoint_min_c), float(c.setpoint_max_c)
 
-    def _encode(self, pump, setpoint, valve, order):
-        return self._layout.encode({"pump_speed": np.clip(pump, self._pump_min, 1.0),
-                                    "supply_setpoint_c": np.clip(setpoint, self._sp_lo,
+    def _encode(self, pump, setpoint, valve, order, xp=np):
+        return self._layout.encode({"pump_speed": xp.clip(pump, self._pump_min, 1.0),
+                                    "supply_setpoint_c": xp.clip(setpoint, self._sp_lo,
                                                                  self._sp_hi),
-                                    "ln2_valve": np.clip(valve, 0.0, 1.0),
-                                    "ln2_order": order.astype(float)})
+                                    "ln2_valve": xp.clip(valve, 0.0, 1.0),
+                                    "ln2_order": order.astype(float)}, xp=xp)
 
     def _order(self, r: CoolingReadings, n):
         """Order LN2 when the tank falls below ``order_below`` and none is on its way."""
@@ -87,20 +100,20 @@ class ThermostatLN2(_CoolingBase):
     def _init_state(self, n):
         return {"hot": np.zeros((n, 1), bool), "ln2": np.zeros((n, 1), bool)}
 
-    def _act(self, obs):
-        st, n = self._state, obs.shape[0]
-        r = CoolingReadings(self, obs)
+    def _step(self, obs, st, xp=np):
+        n = obs.shape[0]
+        r = CoolingReadings(self, obs, xp)
         hyst = self.k("hyst_k", n)
         tj_hot = self.k("tj_hot_c", n)
-        hot = np.where(st["hot"], r.t_junction_max > tj_hot - hyst, r.t_junction_max > tj_hot)
-        base = np.where(r.chiller_ok, self.k("sp_c", n), self.k("sp_fault_c", n))
+        hot = xp.where(st["hot"], r.t_junction_max > tj_hot - hyst, r.t_junction_max > tj_hot)
+        base = xp.where(r.chiller_ok, self.k("sp_c", n), self.k("sp_fault_c", n))
         setpoint = base - hot * self.k("sp_step_k", n)
-        pump = np.where(hot, 1.0, self.k("pump_lo", n))
+        pump = xp.where(hot, 1.0, self.k("pump_lo", n))
         over = r.t_supply - base - self.k("ln2_band_k", n)
         tj_over = r.t_junction_max - self.k("tj_ln2_c", n)
-        ln2 = np.where(st["ln2"], (over > -hyst) | (tj_over > -hyst), (over > 0) | (tj_over > 0))
-        st.update(hot=hot, ln2=ln2)
-        return self._encode(pump, setpoint, ln2.astype(float), self._order(r, n))
+        ln2 = xp.where(st["ln2"], (over > -hyst) | (tj_over > -hyst), (over > 0) | (tj_over > 0))
+        a = self._encode(pump, setpoint, ln2.astype(float), self._order(r, n), xp)
+        return a, {"hot": hot, "ln2": ln2}
 
 
 class SupplyPID(_CoolingBase):
@@ -135,26 +148,26 @@ class SupplyPID(_CoolingBase):
     def _init_state(self, n):
         return {"integral": np.zeros((n, 1)), "t_prev": np.full((n, 1), np.nan)}
 
-    def _act(self, obs):
-        st, n = self._state, obs.shape[0]
+    def _step(self, obs, st, xp=np):
+        n = obs.shape[0]
         dt = float(self.params.plant.dt_s)
-        r = CoolingReadings(self, obs)
+        r = CoolingReadings(self, obs, xp)
         kp, ki, kd = self.k("kp", n), self.k("ki", n), self.k("kd", n)
         e = r.t_supply - self.k("t_ref_c", n)
-        t_prev = np.where(np.isnan(st["t_prev"]), r.t_supply, st["t_prev"])
+        t_prev = xp.where(xp.isnan(st["t_prev"]), r.t_supply, st["t_prev"])
         d_meas = (r.t_supply - t_prev) / dt
         integral = st["integral"]
         u_try = kp * e + ki * (integral + e * dt) + kd * d_meas
         # conditional integration: freeze the integral while the output is saturated and
         # the error would push it further
         windup = ((u_try > 1.0) & (e > 0)) | ((u_try < -1.0) & (e < 0))
-        integral = np.where(windup, integral, integral + e * dt)
+        integral = xp.where(windup, integral, integral + e * dt)
         lim = 1.0 / np.maximum(ki, 1e-12)
-        integral = np.clip(integral, -lim, lim)
-        u = np.clip(kp * e + ki * integral + kd * d_meas, -1.0, 1.0)
-        st.update(integral=integral, t_prev=r.t_supply)
+        integral = xp.clip(integral, -lim, lim)
+        u = xp.clip(kp * e + ki * integral + kd * d_meas, -1.0, 1.0)
         pump = self.k("pump_base", n) + self.k("pump_gain", n) * u
         setpoint = self.k("t_ref_c", n) - self.k("sp_gain", n) * u
         start = self.k("ln2_start", n)
-        valve = np.clip((u - start) / np.maximum(1.0 - start, 1e-9), 0.0, 1.0)
-        return self._encode(pump, setpoint, valve, self._order(r, n))
+        valve = xp.clip((u - start) / np.maximum(1.0 - start, 1e-9), 0.0, 1.0)
+        a = self._encode(pump, setpoint, valve, self._order(r, n), xp)
+        return a, {"integral": integral, "t_prev": r.t_supply}

@@ -23,8 +23,10 @@ on the benchmark's step loop, so controllers in any framework plug in.
 Ported so far: the constant controllers, ``fixed`` and ``best-constant``
 (:class:`ConstantPolicy`), and the stateless rules written for any array namespace
 (``Baseline.jax_ready``: PowerSmoothing's ``firmware``, ``lowpass`` and ``lowpass_ups``,
-:class:`TracedRule`); the other rules, the MPC and trained agents still run on the
-Python loop.
+:class:`TracedRule`), the filter-state rules of CoolingDispatch (``thermostat``'s
+hysteresis flags and ``pid``'s integrator live in the policy state) and trained JAX
+agents (:mod:`heatsync.agents.jax_agent`); the scheduling rules (a queue walk on the
+host), the Facility rule built on them and the MPC still run on the Python loop.
 """
 
 from __future__ import annotations
@@ -112,11 +114,14 @@ def _jax_dtype(name: str):
 
 
 class TracedRule:
-    """A stateless baseline rule traced with ``jax.numpy``: the same ``_act`` the
-    baseline runs on NumPy (one place for the rule), on a batch of one observation,
-    clipped to the action space as ``Baseline.act`` does. Equality and hash are the
-    object's identity (its constants are host values of the baseline): one compile per
-    controller instance. The rule computes in float32 here, float64 on NumPy."""
+    """A baseline rule traced with ``jax.numpy``: the same ``_act`` the baseline runs on
+    NumPy (one place for the rule), or for a rule with filter state its pure
+    ``_step(obs, state, xp) -> (action, state)`` with the state in ``policy_state``
+    (started from the baseline's ``_init_state(1)``, as the NumPy path starts each
+    episode), on a batch of one observation, clipped to the action space as
+    ``Baseline.act`` does. Equality and hash are the object's identity (its constants
+    are host values of the baseline): one compile per controller instance. The rule
+    computes in float32 here, float64 on NumPy."""
 
     def __init__(self, baseline):
         if not getattr(baseline, "jax_ready", False):
@@ -127,11 +132,23 @@ class TracedRule:
         self._low = np.asarray(space.low, np.float32)
         self._high = np.asarray(space.high, np.float32)
 
+    def _stateful(self) -> bool:
+        return callable(getattr(self.baseline, "_step", None))
+
     def init(self, key, params, constants):
         del key, params, constants
-        return ()
+        if not self._stateful():
+            return ()
+        return jax.tree.map(lambda x: jnp.asarray(x, _jax_dtype(np.asarray(x).dtype.name)),
+                            self.baseline._init_state(1))
 
     def act(self, policy_state, obs, key, params, state):
         del key, params, state
-        a = self.baseline._act(jnp.asarray(obs)[None], xp=jnp)[0]
-        return jnp.clip(a, self._low, self._high).astype(jnp.float32), policy_state
+        o = jnp.asarray(obs)[None]
+        if self._stateful():
+            a, new = self.baseline._step(o, policy_state, xp=jnp)
+            policy_state = jax.tree.map(lambda x, y: jnp.asarray(x, y.dtype), new,
+                                        policy_state)
+        else:
+            a = self.baseline._act(o, xp=jnp)
+        return jnp.clip(a[0], self._low, self._high).astype(jnp.float32), policy_state

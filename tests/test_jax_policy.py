@@ -24,10 +24,13 @@ def _compiled():
     return _rollout._cache_size()
 
 
-@pytest.mark.parametrize("name", ["fixed", "best-constant", "lowpass"])
-def test_jitted_cell_equals_the_python_step_loop(name):
-    loop = run_cell(TASK, SCEN, BASELINES[TASK][name], SEEDS, STEPS, jit=False)
-    jit = run_cell(TASK, SCEN, BASELINES[TASK][name], SEEDS, STEPS, jit=True)
+@pytest.mark.parametrize("task,name", [(TASK, "fixed"), (TASK, "best-constant"),
+                                       (TASK, "lowpass"), ("CoolingDispatch", "thermostat"),
+                                       ("CoolingDispatch", "pid")])
+def test_jitted_cell_equals_the_python_step_loop(task, name):
+    scen = make_task(task).spec.test_scenario
+    loop = run_cell(task, scen, BASELINES[task][name], SEEDS, STEPS, jit=False)
+    jit = run_cell(task, scen, BASELINES[task][name], SEEDS, STEPS, jit=True)
     assert loop.policy_calls == STEPS and jit.policy_calls == 0
     for a, b in zip(loop.rows, jit.rows, strict=True):
         assert set(a) == set(b)
@@ -80,12 +83,28 @@ def test_jax_policy_of_checks_what_a_policy_offers():
 
 
 def test_only_rules_written_for_any_array_namespace_are_traced():
-    env_free = BASELINES["CoolingDispatch"]["thermostat"](None)
-    assert env_free.jax_policy() is None  # a filter-state rule: the Python loop runs it
+    greedy = BASELINES["PowerAwareScheduling"]["greedy"](None)
+    assert greedy.jax_policy() is None  # a queue walk on the host: the Python loop runs it
     with pytest.raises(TypeError, match="jax_ready"):
-        TracedRule(env_free)
-    lowpass = BASELINES[TASK]["lowpass"](None)
-    assert isinstance(lowpass.jax_policy(), TracedRule)
+        TracedRule(greedy)
+    for task, name in ((TASK, "lowpass"), ("CoolingDispatch", "pid")):
+        assert isinstance(BASELINES[task][name](None).jax_policy(), TracedRule)
+
+
+def test_a_traced_filter_rule_carries_its_state_in_the_policy_state():
+    import jax
+
+    pid = BASELINES["CoolingDispatch"]["pid"](None)
+    jp = pid.jax_policy()
+    st0 = jp.init(jax.random.PRNGKey(0), pid.params, {})
+    assert set(st0) == {"integral", "t_prev"} and bool(jnp.isnan(st0["t_prev"]).all())
+    obs = np.zeros(pid.obs_dim, np.float32)
+    a_jax, st1 = jax.jit(jp.act)(st0, obs, jax.random.PRNGKey(0), pid.params, None)
+    pid.reset()
+    a_np = pid.act(obs)
+    np.testing.assert_allclose(np.asarray(a_jax), a_np, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(st1["t_prev"]), pid._state["t_prev"], rtol=1e-6)
+    assert jax.tree.map(lambda x: x.dtype, st1) == jax.tree.map(lambda x: x.dtype, st0)
 
 
 def test_a_jax_policy_with_the_wrong_action_shape_is_named_before_the_episode_runs():
