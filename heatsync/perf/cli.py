@@ -18,7 +18,7 @@ from .grad import GradCost
 from .plant import Hall, PlantStepCost, PlantThroughput, Roof, ShardedThroughput
 from .report import render
 from .runner import TASKS, loadavg, machine, measure, settings, warm_up
-from .train import PUREJAXRL_PENDULUM, SB3PPOThroughput, TrainerThroughput
+from .train import TrainingThroughput
 from .vector import VecThroughput
 
 __all__ = ["FULL_OUT", "QUICK_OUT", "parse_args", "probes", "run", "main"]
@@ -37,7 +37,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true",
                     help="smoke run of every in-process code path: tiny step counts, 3 "
                          "repeats, batches 1 and 64, a 200-rack hall, Env.step and the vector "
-                         "env (N = 64) of one task, no gradient, no subprocess probes, 2 "
+                         "env (N = 64) of one task, no gradient, no subprocess probes but "
+                         "the training throughput's, 2 "
                          "compiles at a time; figures are noisy. Writes to "
                          f"{QUICK_OUT} (git-ignored), not {FULL_OUT}, unless --out is given")
     ap.add_argument("--out", type=Path, default=None,
@@ -87,13 +88,9 @@ def probes(s: dict) -> dict:
         "breakdown": None if quick else Breakdown(big, s["plant_steps"](big), s["hall_racks"],
                                                   s["hall_steps"], TASKS[-1], max(s["vec_n"])),
         "grad": GradCost(s["grad_steps"], reps) if s["grad_steps"] > 0 else None,
-        "train": {
-            "ppo_jax": TrainerThroughput(TASKS[0], reps, s["train"]),
-            "pendulum": TrainerThroughput("gymnax:Pendulum-v1", reps,
-                                          {**PUREJAXRL_PENDULUM, "updates_per_chunk": 4,
-                                           **s["train"], "n_steps": 10}),
-            "sb3_ppo": SB3PPOThroughput(TASKS[0], s["sb3_updates"]),
-        },
+        "train": TrainingThroughput(TASKS[0], reps, s["train"],
+                                    {"updates_per_chunk": 4, **s["train"], "n_steps": 10},
+                                    s["sb3_updates"]),
     }
 
 

@@ -79,6 +79,9 @@ def training_targets(t: dict | None) -> list[str]:
     """The trainer's rows of the targets table (section 8)."""
     if not t:
         return []
+    if "error" in t:
+        return [f"| training, ppo-jax (learning included) | failed | >= "
+                f"{TARGETS['train_steps_per_s']:,} env-steps/s | not measured |"]
     ps, sb3 = t["ppo_jax"], t["sb3_ppo"]
     if ps.get("skipped"):
         return []
@@ -106,9 +109,13 @@ def render_training(t: dict | None) -> list[str]:
            "whole rollouts with the bundled `configs/hyperparams/ppo.yml` and "
            "`scripts/train.py`'s VecEnv stack; *in the env*: time inside the jitted vector "
            "env's steps (`StepTimer`).", "",
+           "They run in a child process of their own (`heatsync.perf.train.TrainingThroughput`"
+           ": with every probe's programs in one process XLA:CPU ran out of memory maps).", "",
            "| trainer | task | envs x steps | epochs x minibatches | network | env steps timed "
            "| env-steps/s | in the env steps | compile (s) |",
            "|---|---|---:|---:|---|---:|---:|---:|---:|"]
+    if "error" in t:
+        return out + ["", f"The child process failed: {t['error'][-2000:]}"]
     ps = t["ppo_jax"]
     for x in (ps, t["pendulum"]):
         if x.get("skipped"):

@@ -3,6 +3,12 @@ on a heatsync task with its bundled hyperparameters, the same trainer on gymnax'
 Pendulum with PureJaxRL's settings (the reference a user of that stack knows), and
 stable-baselines3 PPO through ``scripts/train.py``'s VecEnv stack, all in one run.
 
+The three run in one child process (:class:`TrainingThroughput`, a
+:class:`~heatsync.perf.runner.SubprocessProbe`): their programs are the largest of the
+run, and with every other probe's in one process XLA:CPU's LLVM ran out of memory maps
+("LLVM compilation error: Cannot allocate memory" with 22 GB free; the kernel's
+``vm.max_map_count`` is 65530 here).
+
 What is timed: whole compiled chunks of PPO updates (rollout, GAE, epochs, minibatches:
 learning included; no held-out evaluation and no logging, which the run driver adds at
 chunk boundaries), medians over repeats; then the chunk's env steps alone
@@ -21,8 +27,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["GymnaxTask", "TrainerThroughput", "SB3PPOThroughput", "PUREJAXRL_PENDULUM",
-           "gymnax_available"]
+from .runner import SubprocessProbe
+
+__all__ = ["GymnaxTask", "TrainerThroughput", "SB3PPOThroughput", "TrainingThroughput",
+           "PUREJAXRL_PENDULUM", "gymnax_available"]
 
 #: PureJaxRL's ``ppo_continuous_action.py`` settings (its ``__main__`` config and its
 #: 256 x 256 tanh actor-critic), for the gymnax Pendulum reference
@@ -227,3 +235,39 @@ class SB3PPOThroughput:
             return f"{x['label']}: skipped ({x['skipped']})"
         return (f"{x['label']}: {x['steps_per_s']:,.0f} env-steps/s training "
                 f"({100 * x['env_share']:.0f} % in the env)")
+
+
+class TrainingThroughput(SubprocessProbe):
+    """Section 8 in a child process: :class:`TrainerThroughput` on ``task`` (bundled
+    hyperparameters, ``overrides`` over them) and on gymnax Pendulum
+    (:data:`PUREJAXRL_PENDULUM`, ``pendulum_overrides`` over it), and
+    :class:`SB3PPOThroughput` on ``task`` for ``sb3_updates`` rollouts; each prepared
+    and then measured alone, one after another."""
+
+    label = "training throughput (ppo-jax, gymnax Pendulum, SB3 PPO)"
+    timeout_s = 900.0
+
+    def run(self) -> dict:
+        task, repeats, overrides, pendulum_overrides, sb3_updates = self.args
+        probes = {"ppo_jax": TrainerThroughput(task, repeats, overrides),
+                  "pendulum": TrainerThroughput("gymnax:Pendulum-v1", repeats,
+                                                {**PUREJAXRL_PENDULUM, **pendulum_overrides}),
+                  "sb3_ppo": SB3PPOThroughput(task, sb3_updates)}
+        out = {}
+        for key, p in probes.items():
+            p.prepare()
+            out[key] = p.measure()
+            del p  # its compiled programs go before the next one compiles
+        return out
+
+    def summary(self, x: dict) -> str:
+        if "error" in x:
+            return f"{self.label}: failed ({x['error'][-300:]})"
+        ps, sb3 = x["ppo_jax"], x["sb3_ppo"]
+        if ps.get("skipped"):
+            return f"{self.label}: skipped ({ps['skipped']})"
+        line = f"ppo-jax {ps['task']}: {ps['steps_per_s']:,.0f} env-steps/s training"
+        if not sb3.get("skipped"):
+            ratio = ps["steps_per_s"] / sb3["steps_per_s"]
+            line += f"; SB3 PPO {sb3['steps_per_s']:,.0f} ({ratio:.1f}x)"
+        return line

@@ -9,7 +9,7 @@ import numpy as np
 
 from heatsync.envs import JaxVectorEnv
 
-from .runner import VEC_EPISODE_STEPS, block_rate
+from .runner import VEC_EPISODE_STEPS, SubprocessProbe, block_rate
 
 __all__ = ["VecThroughput", "sb3_vec_env"]
 
@@ -23,18 +23,29 @@ def sb3_vec_env():
     return SB3VecEnv
 
 
-class VecThroughput:
+class VecThroughput(SubprocessProbe):
     """Steps/s of ``JaxVectorEnv`` (and ``SB3VecEnv``, all info keys and none) for one task
     at N envs, episodes of :data:`~heatsync.perf.runner.VEC_EPISODE_STEPS` (auto-resets
-    inside the timing)."""
+    inside the timing).
 
-    weight = 12.0
+    Each runs in a child process: its six programs (three vector envs' reset and step)
+    map about 5,000 memory regions, and with every probe in one process XLA:CPU's LLVM
+    reached the kernel's ``vm.max_map_count`` (65,530 here) and failed with "LLVM
+    compilation error: Cannot allocate memory" (a count of ``/proc/<pid>/maps`` during
+    a full run: +5,000 per vector-env probe)."""
+
+    timeout_s = 900.0
 
     def __init__(self, task: str, n: int, block_steps: int, blocks: int):
+        super().__init__(task, n, block_steps, blocks)
         self.task, self.n, self.block_steps, self.blocks = task, n, block_steps, blocks
         self.label = f"{task} JaxVectorEnv N = {n}"
 
-    def prepare(self):
+    def run(self) -> dict:
+        self._compile()
+        return self._time()
+
+    def _compile(self):
         venv = JaxVectorEnv(self.task, self.n, episode__steps=VEC_EPISODE_STEPS)
         venv.single_action_space.seed(0)
         self.acts = np.stack([venv.single_action_space.sample() for _ in range(self.n)])
@@ -57,7 +68,7 @@ class VecThroughput:
                 senv.step(self.acts)
                 self.sb3[key] = senv
 
-    def measure(self) -> dict:
+    def _time(self) -> dict:
         venv, acts, n = self.venv, self.acts, self.n
         t0 = time.perf_counter()
         venv.reset(seed=0)
@@ -77,4 +88,6 @@ class VecThroughput:
         return out
 
     def summary(self, x: dict) -> str:
+        if "error" in x:
+            return f"{self.label}: failed ({x['error'][-300:]})"
         return f"{x['task']} JaxVectorEnv N = {x['n']}: {x['steps_per_s']:,.0f} steps/s"
