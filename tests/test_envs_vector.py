@@ -183,8 +183,11 @@ def test_vector__gymnasium_vector_wrappers_step_through_an_episode_boundary(mode
     accepted = 0
     for name, (cls, make) in _wrappers().items():
         if not _accepts(cls, mode):
-            with pytest.raises(ValueError, match="autoreset_mode"):
+            # gymnasium >= 1.4 raises ValueError naming autoreset_mode; 1.3 (which the
+            # perf extra's gymnax pins) asserts
+            with pytest.raises((ValueError, AssertionError)) as err:
                 make(base)
+            assert err.type is AssertionError or "autoreset_mode" in str(err.value)
             continue
         accepted += 1
         env = make(base)
