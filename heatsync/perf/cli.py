@@ -99,14 +99,12 @@ def run(s: dict) -> tuple[dict, float]:
     **Returns** ``(results, warm-up seconds)``."""
     ps = probes(s)
     load0 = loadavg()
-    every = [p for v in ps.values()
-             for p in (v if isinstance(v, list) else list(v.values()) if isinstance(v, dict)
-                       else [v]) if p is not None]
+    every = [p for v in ps.values() for p in (v if isinstance(v, list) else [v])
+             if p is not None]
     t_warm = warm_up(every, s["jobs"])
     r = {"machine": machine(), "quick": s["quick"]}
     for key, v in ps.items():
-        r[key] = [measure(p) for p in v] if isinstance(v, list) else \
-            {k: measure(p) for k, p in v.items()} if isinstance(v, dict) else measure(v)
+        r[key] = [measure(p) for p in v] if isinstance(v, list) else measure(v)
     r["load"] = (load0, loadavg())
     return r, t_warm
 
