@@ -103,8 +103,6 @@ class TrainerThroughput:
     hyperparameters, ``overrides`` over them) or ``"gymnax:<env>"`` (``overrides``
     alone, over :class:`~heatsync.train.ppo_jax.PPOJaxHyperparams`' defaults)."""
 
-    weight = 30.0
-
     def __init__(self, task: str, repeats: int, overrides: dict | None = None,
                  label: str | None = None):
         self.task, self.repeats = task, repeats
@@ -185,8 +183,6 @@ class SB3PPOThroughput:
     ``configs/hyperparams/ppo.yml`` and ``scripts/train.py``'s VecEnv stack:
     ``updates`` whole rollouts and their updates, after one untimed."""
 
-    weight = 10.0
-
     def __init__(self, task: str, updates: int):
         self.task, self.updates = task, updates
         self.label = f"SB3 PPO {task}"
@@ -254,10 +250,11 @@ class TrainingThroughput(SubprocessProbe):
                                                 {**PUREJAXRL_PENDULUM, **pendulum_overrides}),
                   "sb3_ppo": SB3PPOThroughput(task, sb3_updates)}
         out = {}
-        for key, p in probes.items():
+        for key in list(probes):
+            p = probes.pop(key)  # the last reference: its programs go before the next compiles
             p.prepare()
             out[key] = p.measure()
-            del p  # its compiled programs go before the next one compiles
+            del p
         return out
 
     def summary(self, x: dict) -> str:
